@@ -1,0 +1,130 @@
+"""The chunk executor's brain (ROS-free): chunk in, per-output safe commands out, per tick.
+
+It wires one embodiment's data to the ChunkScheduler (which action now) and the SafetyFilter
+(what may actually be sent). The executor node only converts messages, runs `tick(now)` on
+its control timer and publishes what comes back.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pi0_ros.chunking import Chunk, ChunkScheduler, Tick
+from pi0_ros.robots.embodiment import BASE_KINDS, Embodiment
+from pi0_ros.safety import SafetyFilter, SafetyLimits
+
+
+def safety_limits(embodiment: Embodiment) -> SafetyLimits:
+    """Limits in robot units from the embodiment YAML (base dims are velocities)."""
+    kinds = tuple("velocity" if k in BASE_KINDS else ("gripper" if k == "gripper" else "joint") for k in embodiment.kinds)
+    return SafetyLimits(embodiment.lower, embodiment.upper, embodiment.max_velocity, kinds)
+
+
+@dataclass
+class TickResult:
+    """What to publish on one control tick.
+
+    commands: output name -> values in that output's dim order (robot units), or None:
+        publish nothing (no command and no measurement yet).
+    velocities: (n,) per-dim velocity of this tick's command (units/s), for JointTrajectory.
+    held: True when holding (no valid action covers now, e-stop, disabled).
+    reason: "ok", the scheduler's reason for no action, or "joint_states_stale".
+    """
+
+    commands: dict[str, np.ndarray] | None
+    velocities: np.ndarray | None
+    held: bool
+    tick: Tick | None
+    interventions: list[str]
+    reason: str = "ok"
+
+
+class ChunkExecutor:
+    def __init__(self, embodiment: Embodiment, *, execute_steps: int | None = None, stale_after: float | None = None,
+                 require_reference: bool = True, enabled: bool = True) -> None:
+        self.embodiment = embodiment
+        n = embodiment.num_dims
+        self.scheduler = ChunkScheduler(execute_steps or embodiment.execute_steps, action_dim=n)
+        self.safety = SafetyFilter(safety_limits(embodiment), embodiment.control_rate_hz,
+                                   stale_after if stale_after is not None else 3.0 / embodiment.control_rate_hz,
+                                   require_reference=require_reference, enabled=enabled)
+        self._measured: np.ndarray | None = None
+        self._prev = np.zeros(n)
+        self._has_prev = False
+        self._vel = np.zeros(n)
+        self.rejected: dict[str, int] = {}
+        self.holds: dict[str, int] = {}
+        self._out_idx = [(o.name, np.array(o.indices, dtype=np.int64)) for o in embodiment.outputs]
+
+    # ------------------------------------------------------------------ inputs
+    def set_measured(self, state: np.ndarray | None) -> None:
+        """Latest measured robot state (n,) robot units (None when the joint states died)."""
+        self._measured = None if state is None else np.asarray(state, dtype=np.float64)
+
+    def offer_chunk(self, *, embodiment: str, joint_names: list[str], actions: np.ndarray, stamp: float, dt: float,
+                    seq: int, now: float) -> str | None:
+        """Validate and queue a chunk; returns the rejection reason or None when accepted."""
+        emb = self.embodiment
+        reason: str | None = None
+        problem = self.safety.validate_chunk(actions, emb.num_dims, embodiment, emb.name)
+        if problem is not None:
+            reason = f"chunk_{problem.value}"
+        elif list(joint_names) != emb.dim_names:
+            reason = "joint_names"
+        elif not abs(dt - emb.dt) <= 1e-6 * emb.dt:
+            reason = "dt"
+        else:
+            rej = self.scheduler.offer(Chunk(stamp=stamp, dt=dt, actions=actions, seq=seq), now)
+            if rej is None:
+                self.scheduler.observe_latency(now - stamp)
+                return None
+            reason = rej.value
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        return reason
+
+    # ------------------------------------------------------------------ per tick
+    def tick(self, now: float) -> TickResult:
+        """One control tick: the scheduled action through the safety filter."""
+        t = self.scheduler.action_at(now)
+        cmd = self.safety.filter(t.action, now, self._measured)
+        return self._result(cmd, t, t.reason.value)
+
+    def tick_hold(self, now: float, reason: str = "joint_states_stale") -> TickResult:
+        """A tick that executes nothing (e.g. the robot's joint states died): hold."""
+        self.holds[reason] = self.holds.get(reason, 0) + 1
+        cmd = self.safety.filter(None, now, None)
+        return self._result(cmd, None, reason)
+
+    @property
+    def last_values(self) -> np.ndarray:
+        """(n,) the last command returned by tick (robot units)."""
+        return self._prev
+
+    def _result(self, cmd, t: Tick | None, reason: str) -> TickResult:
+        if cmd is None:
+            return TickResult(None, None, True, t, ["no_reference"], reason)
+        values = cmd.values
+        if self._has_prev:
+            np.subtract(values, self._prev, out=self._vel)
+            self._vel *= self.embodiment.control_rate_hz
+        else:
+            self._vel.fill(0.0)
+        self._prev[:] = values
+        self._has_prev = True
+        commands = {name: values[idx] for name, idx in self._out_idx}
+        return TickResult(commands, self._vel, cmd.held, t, cmd.interventions, reason)
+
+    def should_request(self, now: float) -> bool:
+        return self.scheduler.should_request(now)
+
+    def counters(self) -> dict[str, int]:
+        """All intervention/scheduling counters, flat, for /diagnostics."""
+        out: dict[str, int] = {f"safety.{k}": v for k, v in self.safety.counters.items()}
+        c = self.scheduler.counters
+        out.update({"chunks.received": c.received, "chunks.accepted": c.accepted, "chunks.switched": c.switched,
+                    "actions.executed": c.actions_executed, "ticks.without_action": c.ticks_without_action})
+        out.update({f"chunks.rejected.{k}": v for k, v in c.rejected.items()})
+        out.update({f"rejected.{k}": v for k, v in self.rejected.items()})
+        out.update({f"holds.{k}": v for k, v in self.holds.items()})
+        return out

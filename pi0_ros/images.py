@@ -1,0 +1,88 @@
+"""Image decoding/encoding between ROS image fields and numpy (ROS-free).
+
+The nodes pass a sensor_msgs/Image's fields (or a CompressedImage's bytes) here and get an
+RGB uint8 array (H, W, 3). Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3
+(taken as bgr8, OpenCV's default), mono16, 16UC1 (scaled to 8 bit), rgb16, bgr16.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# encoding -> (channels, numpy dtype)
+ENCODINGS: dict[str, tuple[int, np.dtype]] = {
+    "rgb8": (3, np.dtype(np.uint8)),
+    "bgr8": (3, np.dtype(np.uint8)),
+    "8UC3": (3, np.dtype(np.uint8)),
+    "rgba8": (4, np.dtype(np.uint8)),
+    "bgra8": (4, np.dtype(np.uint8)),
+    "mono8": (1, np.dtype(np.uint8)),
+    "8UC1": (1, np.dtype(np.uint8)),
+    "mono16": (1, np.dtype(np.uint16)),
+    "16UC1": (1, np.dtype(np.uint16)),
+    "rgb16": (3, np.dtype(np.uint16)),
+    "bgr16": (3, np.dtype(np.uint16)),
+}
+
+
+class ImageDecodeError(ValueError):
+    """An image message cannot be decoded; the message says why."""
+
+
+def decode_raw(height: int, width: int, encoding: str, step: int, is_bigendian: bool,
+               data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """sensor_msgs/Image fields -> RGB uint8 (H, W, 3). Validates sizes; never reads past data."""
+    if encoding not in ENCODINGS:
+        raise ImageDecodeError(f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
+    if height <= 0 or width <= 0:
+        raise ImageDecodeError(f"empty image {width}x{height}")
+    ch, dtype = ENCODINGS[encoding]
+    row_bytes = width * ch * dtype.itemsize
+    if step < row_bytes:
+        raise ImageDecodeError(f"step {step} < width*channels*bytes {row_bytes}")
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    if buf.size < step * (height - 1) + row_bytes:
+        raise ImageDecodeError(f"data has {buf.size} bytes, {encoding} {width}x{height} step {step} needs {step * height}")
+    rows = np.lib.stride_tricks.as_strided(buf, shape=(height, row_bytes), strides=(step, 1))
+    px = np.ascontiguousarray(rows).view(dtype.newbyteorder(">" if is_bigendian else "<") if dtype.itemsize > 1 else dtype)
+    px = px.reshape(height, width, ch)
+    if dtype.itemsize > 1:
+        # 16 bit -> 8 bit over the full range (depth in mm becomes a coarse grey image).
+        px = (px.astype(np.uint32) >> 8).astype(np.uint8)
+    if encoding in ("rgb8", "rgb16"):
+        return px if px.flags.c_contiguous else np.ascontiguousarray(px)
+    if encoding in ("bgr8", "8UC3", "bgr16"):
+        return cv2.cvtColor(px, cv2.COLOR_BGR2RGB)
+    if encoding == "rgba8":
+        return cv2.cvtColor(px, cv2.COLOR_RGBA2RGB)
+    if encoding == "bgra8":
+        return cv2.cvtColor(px, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(px[..., 0], cv2.COLOR_GRAY2RGB)  # mono
+
+
+def decode_compressed(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """sensor_msgs/CompressedImage data (jpeg/png) -> RGB uint8 (H, W, 3)."""
+    buf = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).ravel()
+    if buf.size == 0:
+        raise ImageDecodeError("empty CompressedImage")
+    img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if img is None:
+        raise ImageDecodeError("CompressedImage data is not a decodable jpeg/png")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> bytes:
+    """RGB uint8 (H, W, 3) -> jpeg/png bytes (for tests, the simulator and recording)."""
+    ext = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}[fmt]
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == ".jpg" else []
+    ok, enc = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ImageDecodeError(f"cannot encode {fmt}")
+    return enc.tobytes()
+
+
+def resize_with_pad(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Aspect-preserving resize with black padding (openpi convention); see model.preprocess."""
+    from pi0_ros.model.preprocess import resize_with_pad as _rwp  # TODO(lead): move here, torch-free
+
+    return _rwp(img, height, width)

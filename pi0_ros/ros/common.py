@@ -1,0 +1,30 @@
+"""Small helpers shared by the nodes: parameters, time, diagnostics."""
+from __future__ import annotations
+
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+from rclpy.node import Node
+
+
+def declare(node: Node, params: dict[str, Any]) -> dict[str, Any]:
+    """Declare parameters with defaults and return their current values."""
+    out = {}
+    for name, default in params.items():
+        node.declare_parameter(name, default)
+        out[name] = node.get_parameter(name).value
+    return out
+
+
+def now_sec(node: Node) -> float:
+    """The node clock (sim time when use_sim_time) in seconds."""
+    return node.get_clock().now().nanoseconds * 1e-9
+
+
+OK, WARN, ERROR, STALE = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR, DiagnosticStatus.STALE
+
+
+def status(name: str, level: bytes, message: str, values: dict[str, Any], hardware_id: str = "") -> DiagnosticStatus:
+    """level: OK / WARN / ERROR / STALE (DiagnosticStatus byte constants)."""
+    return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
+                            values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()])

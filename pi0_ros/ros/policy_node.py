@@ -1,0 +1,216 @@
+"""Policy node: Observation -> pi0 (in a worker thread) -> ActionChunk stamped with t_obs.
+
+Callbacks only store the newest observation / request; inference runs on a dedicated thread
+so subscriptions, status and services never block behind a forward pass.
+Trigger modes: "request" (default) infers when the executor asks for the next chunk on
+`chunk_request` (the paper's execute-then-reinfer rhythm); "continuous" infers back to back.
+"""
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections import deque
+
+import numpy as np
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Header
+
+from pi0_ros.images import ImageDecodeError
+from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
+from pi0_ros.robots.embodiment import load_embodiment
+from pi0_ros.ros.common import declare, now_sec
+from pi0_ros.ros.conversions import image_to_rgb, stamp_to_sec
+
+RELIABLE = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
+STATE_NAMES = {v: k for k, v in vars(PolicyStatus).items() if k.isupper() and isinstance(v, int)}
+
+
+def load_policy(checkpoint: str, asset_id: str, device: str, num_steps: int, seed: int, num_cameras: int):
+    """A Policy from a checkpoint directory, or the tiny preset with random weights when empty."""
+    from pi0_ros.policy import Policy
+
+    if checkpoint:
+        return Policy.from_checkpoint(checkpoint, asset_id=asset_id or None, device=device, num_steps=num_steps)
+    return Policy.tiny_random(seed=seed, device=device, num_cameras=num_cameras, num_steps=num_steps)
+
+
+class PolicyNode(Node):
+    def __init__(self, policy=None, **kwargs) -> None:
+        super().__init__("pi0_policy", **kwargs)
+        p = declare(self, {
+            "embodiment": "trossen_bimanual",
+            "checkpoint": "",              # checkpoint directory; "" = tiny preset, RANDOM weights
+            "asset_id": "",                # norm stats asset; "" = the embodiment's asset_id / the only one
+            "device": "cpu",               # cpu | cuda | cuda:N
+            "num_steps": 10,               # flow-matching Euler steps
+            "trigger": "request",          # request | continuous
+            "max_observation_age": 0.5,    # s; older observations are never used
+            "warmup_runs": 2,
+            "seed": 0,
+            "torch_threads": 0,            # 0: torch default
+            "status_period": 0.5,          # s
+        })
+        if p["trigger"] not in ("request", "continuous"):
+            raise ValueError(f"trigger must be 'request' or 'continuous', got '{p['trigger']}'")
+        if p["torch_threads"] > 0:
+            import torch
+
+            torch.set_num_threads(p["torch_threads"])
+        self.params = p
+        self.embodiment = emb = load_embodiment(p["embodiment"])
+        self.status_msg = PolicyStatus(embodiment=emb.name, checkpoint=p["checkpoint"] or "tiny-random",
+                                       random_weights=not p["checkpoint"] and policy is None)
+        self._set_state(PolicyStatus.LOADING)
+        self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", RELIABLE)
+        self.status_pub = self.create_publisher(PolicyStatus, "~/status", RELIABLE)
+        self.create_subscription(Observation, "observation", self._on_observation, QoSProfile(depth=2))
+        self.create_subscription(Header, "chunk_request", self._on_request, RELIABLE)
+        self.create_timer(p["status_period"], self._publish_status)
+        self._cv = threading.Condition()
+        self._obs: Observation | None = None
+        self._requested = p["trigger"] == "continuous"
+        self._stop = False
+        self.sequence = 0
+        self.model_ms: deque[float] = deque(maxlen=200)
+        self.latency_ms: deque[float] = deque(maxlen=200)
+        self.overhead_ms: deque[float] = deque(maxlen=200)
+        self.policy = policy
+        if self.status_msg.random_weights:
+            self.get_logger().warning("!!! No checkpoint given: the tiny pi0 preset with RANDOM weights. Its actions are "
+                                   "meaningless - use dry_run or the simulator, never real hardware. !!!")
+        self._thread = threading.Thread(target=self._worker, name="pi0_inference", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ callbacks (never block)
+    def _on_observation(self, msg: Observation) -> None:
+        with self._cv:
+            self._obs = msg
+            self._cv.notify()
+
+    def _on_request(self, msg: Header) -> None:
+        with self._cv:
+            self._requested = True
+            self._cv.notify()
+
+    # ------------------------------------------------------------------ worker
+    def _set_state(self, state: int, error: str | None = None) -> None:
+        self.status_msg.state = state
+        self.status_msg.state_name = STATE_NAMES.get(state, str(state))
+        if error is not None:
+            self.status_msg.last_error = error
+
+    def _worker(self) -> None:
+        p = self.params
+        try:
+            if self.policy is None:
+                self.policy = load_policy(p["checkpoint"], p["asset_id"] or self.embodiment.asset_id, p["device"],
+                                          p["num_steps"], p["seed"], 3)
+            self._set_state(PolicyStatus.WARMING_UP)
+            self.policy.warmup(max(0, p["warmup_runs"]))
+        except Exception as e:  # noqa: BLE001 - report any load failure on the status topic
+            self._set_state(PolicyStatus.ERROR, f"loading policy failed: {e}")
+            self.get_logger().error(self.status_msg.last_error)
+            return
+        if self.policy.action_dim < self.embodiment.min_action_dim:
+            self._set_state(PolicyStatus.ERROR, f"{self.embodiment.name} needs a model action_dim >= "
+                            f"{self.embodiment.min_action_dim}, the policy has {self.policy.action_dim}")
+            self.get_logger().error(self.status_msg.last_error)
+            return
+        self._set_state(PolicyStatus.READY)
+        self.get_logger().info(f"policy ready: {self.policy!r}")
+        last_used = -1
+        while True:
+            with self._cv:
+                while not self._stop and not (self._requested and self._obs is not None and self._obs.sequence != last_used):
+                    self._cv.wait(timeout=0.1)
+                if self._stop:
+                    return
+                obs = self._obs
+            age = now_sec(self) - stamp_to_sec(obs.header.stamp)
+            if age > p["max_observation_age"]:
+                # Never infer on old data: wait for a fresh observation (the request stays open).
+                self.status_msg.observations_rejected += 1
+                self._set_state(PolicyStatus.PAUSED, f"observation {obs.sequence} too old ({age:.3f} s > "
+                                f"{p['max_observation_age']} s)")
+                last_used = obs.sequence
+                continue
+            last_used = obs.sequence
+            with self._cv:
+                self._requested = p["trigger"] == "continuous"
+            self._infer_and_publish(obs)
+
+    def _infer_and_publish(self, obs: Observation) -> None:
+        from pi0_ros.policy import PolicyInput
+
+        emb, t0 = self.embodiment, time.perf_counter()
+        try:
+            if obs.embodiment != emb.name or list(obs.state_names) != emb.dim_names:
+                raise ValueError(f"observation is for '{obs.embodiment}' with dims {list(obs.state_names)[:3]}..., "
+                                 f"expected {emb.name}")
+            images = {slot: image_to_rgb(img) for slot, img, ok in zip(obs.camera_slots, obs.images, obs.image_valid) if ok}
+            state = emb.padded_state(np.asarray(obs.state, dtype=np.float64), self.policy.action_dim)
+        except (ValueError, ImageDecodeError) as e:
+            self.status_msg.observations_rejected += 1
+            self._set_state(PolicyStatus.READY, f"observation {obs.sequence} rejected: {e}")
+            return
+        self._set_state(PolicyStatus.INFERRING)
+        try:
+            out = self.policy.infer(PolicyInput(images=images, state=state, prompt=obs.prompt))
+        except Exception as e:  # noqa: BLE001 - keep serving; report on status
+            self._set_state(PolicyStatus.ERROR, f"inference failed: {e}")
+            self.get_logger().error(self.status_msg.last_error, throttle_duration_sec=5.0)
+            return
+        actions = emb.robot_actions(out.actions)  # (H, n) robot units
+        msg = ActionChunk()
+        msg.header.stamp = obs.header.stamp   # t_obs: action i is for t_obs + i*dt
+        msg.header.frame_id = obs.header.frame_id
+        msg.embodiment = emb.name
+        msg.sequence = self.sequence
+        msg.observation_sequence = obs.sequence
+        msg.joint_names = emb.dim_names
+        msg.dt = emb.dt
+        msg.chunk_size, msg.action_dim = actions.shape
+        msg.actions = actions.ravel().tolist()
+        msg.prompt = obs.prompt
+        model_ms = out.timing.get("model", out.timing.get("total", 0.0))
+        msg.inference_ms = float(model_ms)
+        latency = (now_sec(self) - stamp_to_sec(obs.header.stamp)) * 1e3
+        msg.latency_ms = float(latency)
+        self.chunk_pub.publish(msg)
+        self.sequence += 1
+        self.model_ms.append(model_ms)
+        self.latency_ms.append(latency)
+        self.overhead_ms.append((time.perf_counter() - t0) * 1e3 - model_ms)
+        s = self.status_msg
+        s.chunks_produced = self.sequence
+        s.inference_ms = float(model_ms)
+        s.inference_ms_median = float(statistics.median(self.model_ms))
+        s.latency_ms = float(latency)
+        s.prompt = obs.prompt
+        self._set_state(PolicyStatus.READY)
+
+    def _publish_status(self) -> None:
+        self.status_msg.header.stamp = self.get_clock().now().to_msg()
+        self.status_pub.publish(self.status_msg)
+
+    def destroy_node(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = PolicyNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

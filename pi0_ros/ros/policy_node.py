@@ -62,7 +62,8 @@ class PolicyNode(Node):
         self.params = p
         self.embodiment = emb = load_embodiment(p["embodiment"])
         self.status_msg = PolicyStatus(embodiment=emb.name, checkpoint=p["checkpoint"] or "tiny-random",
-                                       random_weights=not p["checkpoint"] and policy is None)
+                                       random_weights=bool(getattr(policy, "random_weights", False)) if policy is not None
+                                       else not p["checkpoint"])
         self._set_state(PolicyStatus.LOADING)
         self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", RELIABLE)
         self.status_pub = self.create_publisher(PolicyStatus, "~/status", RELIABLE)

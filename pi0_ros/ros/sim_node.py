@@ -1,0 +1,237 @@
+"""sim_node: a MuJoCo robot behind the same ROS topics as the real one.
+
+Publishes what the robot drivers publish, as the embodiment YAML names them:
+- sensor_msgs/JointState on every ``joint_state_sources`` topic (names = the YAML's joint
+  fields of that source, grippers in the YAML's robot units), every control tick;
+- sensor_msgs/Image (rgb8) on every camera topic at ``image_rate_hz``;
+- rosgraph_msgs/Clock on /clock (``publish_clock``), header stamps = sim time (monotonic
+  across episode resets);
+and subscribes to every output topic with its message type (Float64MultiArray in the output's
+dims order, JointTrajectory first point matched by joint_names, Twist for the base). So switching
+between sim and hardware changes no policy/executor config.
+
+Also: ``~/reset`` (std_srvs/Trigger: new episode, next seed), ``~/success`` (std_msgs/Bool),
+``/prompt`` (std_msgs/String, transient local) with the task's language instruction.
+
+Physics runs in real time: a wall timer at the control rate steps one control tick per call.
+All logic lives in pi0_ros.sim (SimEnv); this node only converts messages.
+"""
+from __future__ import annotations
+
+import array
+import math
+
+from pi0_ros import sim as _sim  # noqa: F401  (MUJOCO_GL before mujoco)
+
+import rclpy
+import rclpy.executors
+from builtin_interfaces.msg import Time as TimeMsg
+from geometry_msgs.msg import Twist
+from nav_msgs.msg import Odometry
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from pi0_ros.robots.embodiment import Output
+from pi0_ros.sim.env import SimEnv
+
+PROMPT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
+CLOCK_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _stamp(t: float) -> TimeMsg:
+    sec = int(math.floor(t))
+    return TimeMsg(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
+
+
+class SimNode(Node):
+    """rclpy shell around :class:`pi0_ros.sim.env.SimEnv`."""
+
+    def __init__(self, node_name: str = "sim", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        p = self.declare_parameter
+        self.embodiment_name = p("embodiment", "trossen_bimanual").value
+        self.task_name = p("task", "pick_cube").value
+        self.seed = int(p("seed", 0).value)
+        self.image_rate_hz = float(p("image_rate_hz", 15.0).value)
+        self.image_size = int(p("image_size", 224).value)
+        self.publish_clock = bool(p("publish_clock", True).value)
+        self.env = SimEnv(self.embodiment_name, seed=self.seed, task=self.task_name,
+                          image_size=self.image_size, render=self.image_rate_hz > 0)
+        emb = self.embodiment = self.env.embodiment
+        self._time_offset = 0.0      # sim time of the current episode's start (monotonic stamps)
+        self._ticks_since_image = 10 ** 9
+        self._episode = 0
+
+        self._js_pubs = {src: self.create_publisher(JointState, topic, qos_profile_sensor_data)
+                         for src, topic in emb.joint_state_sources.items()}
+        self._img_pubs = {c.slot: self.create_publisher(Image, c.topic, qos_profile_sensor_data)
+                          for c in emb.cameras if not c.compressed}
+        if any(c.compressed for c in emb.cameras):
+            self.get_logger().warn("compressed camera topics are not simulated (raw Image only)")
+        self._clock_pub = self.create_publisher(Clock, "/clock", CLOCK_QOS) if self.publish_clock else None
+        self._odom_pub = (self.create_publisher(Odometry, emb.odometry_topic, qos_profile_sensor_data)
+                          if emb.odometry_topic else None)
+        self._success_pub = self.create_publisher(Bool, "~/success", 10)
+        self._prompt_pub = self.create_publisher(String, "/prompt", PROMPT_QOS)
+        self._subs = [self._subscribe(o) for o in emb.outputs]
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self._timer = self.create_timer(emb.dt, self._on_tick)
+        self._publish_prompt()
+        self.get_logger().info(
+            f"sim '{emb.name}' task '{self.task_name}' seed {self.seed}: prompt '{self.env.prompt}', "
+            f"{emb.control_rate_hz:g} Hz control ({self.env.n_substeps} substeps), images {self.image_size}^2 at "
+            f"{self.image_rate_hz:g} Hz")
+
+    # ------------------------------------------------------------------ commands
+    def _subscribe(self, o: Output):
+        if o.type == "std_msgs/msg/Float64MultiArray":
+            return self.create_subscription(Float64MultiArray, o.topic, lambda m, o=o: self._on_array(o, m), 10)
+        if o.type == "trajectory_msgs/msg/JointTrajectory":
+            return self.create_subscription(JointTrajectory, o.topic, lambda m, o=o: self._on_traj(o, m), 10)
+        if o.type == "geometry_msgs/msg/Twist":
+            return self.create_subscription(Twist, o.topic, lambda m, o=o: self._on_twist(o, m), 10)
+        if o.type == "interbotix_xs_msgs/msg/JointGroupCommand":
+            try:
+                from interbotix_xs_msgs.msg import JointGroupCommand  # type: ignore
+            except ImportError:
+                self.get_logger().error(f"output '{o.name}': interbotix_xs_msgs is not installed; not subscribed")
+                return None
+            return self.create_subscription(JointGroupCommand, o.topic,
+                                            lambda m, o=o: self._set(o, list(m.cmd)), 10)
+        self.get_logger().error(f"output '{o.name}': unsupported type {o.type}")
+        return None
+
+    def _set(self, o: Output, values) -> None:
+        try:
+            self.env.set_command(o.name, values)
+        except (ValueError, KeyError) as e:
+            self.get_logger().warn(f"{o.topic}: command rejected: {e}", throttle_duration_sec=2.0)
+
+    def _on_array(self, o: Output, msg: Float64MultiArray) -> None:
+        self._set(o, list(msg.data))
+
+    def _on_traj(self, o: Output, msg: JointTrajectory) -> None:
+        if not msg.points:
+            return
+        pos = dict(zip(msg.joint_names, msg.points[0].positions))
+        missing = [j for j in o.joint_names if j not in pos]
+        if missing:
+            self.get_logger().warn(f"{o.topic}: trajectory lacks joints {missing}", throttle_duration_sec=2.0)
+            return
+        self._set(o, [pos[j] for j in o.joint_names])
+
+    def _on_twist(self, o: Output, msg: Twist) -> None:
+        by_kind = {"base_vx": msg.linear.x, "base_vy": msg.linear.y, "base_wz": msg.angular.z}
+        kinds = [self.embodiment.dims[i].kind for i in o.indices]
+        self._set(o, [by_kind[k] for k in kinds])
+
+    # ------------------------------------------------------------------ episode
+    def _publish_prompt(self) -> None:
+        self._prompt_pub.publish(String(data=self.env.prompt))
+
+    def reset_episode(self, seed: int | None = None) -> str:
+        self._time_offset += self.env.time + self.embodiment.dt
+        self._episode += 1
+        self.seed = self.seed + 1 if seed is None else int(seed)
+        self.env.reset(self.seed)
+        self._ticks_since_image = 10 ** 9
+        self._publish_prompt()
+        self._publish_state()
+        return self.env.prompt
+
+    def _on_reset(self, request, response):
+        try:
+            prompt = self.reset_episode()
+            response.success = True
+            response.message = f"episode {self._episode} seed {self.seed}: {prompt}"
+        except Exception as e:  # noqa: BLE001 - report to the caller
+            response.success = False
+            response.message = f"reset failed: {e}"
+        return response
+
+    # ------------------------------------------------------------------ stepping + publishing
+    @property
+    def sim_time(self) -> float:
+        return self._time_offset + self.env.time
+
+    def _on_tick(self) -> None:
+        self.env.step()
+        self._publish_state()
+
+    def _publish_state(self) -> None:
+        stamp = _stamp(self.sim_time)
+        if self._clock_pub is not None:
+            self._clock_pub.publish(Clock(clock=stamp))
+        pos, vel, eff = self.env.joint_positions(), self.env.joint_velocities(), self.env.joint_efforts()
+        for src, pub in self._js_pubs.items():
+            msg = JointState()
+            msg.header.stamp = stamp
+            names = list(pos[src])
+            msg.name = names
+            msg.position = [pos[src][n] for n in names]
+            msg.velocity = [vel[src][n] for n in names]
+            msg.effort = [eff[src][n] for n in names]
+            pub.publish(msg)
+        if self._odom_pub is not None:
+            self._publish_odom(stamp)
+        self._ticks_since_image += 1
+        if self._img_pubs and self.image_rate_hz > 0 and \
+                self._ticks_since_image * self.embodiment.dt >= 1.0 / self.image_rate_hz - 1e-9:
+            self._ticks_since_image = 0
+            self._publish_images(stamp)
+            self._success_pub.publish(Bool(data=bool(self.env.success())))
+
+    def _publish_odom(self, stamp: TimeMsg) -> None:
+        v = self.env.base_velocity()
+        x, y, yaw = self.env.base_pose
+        msg = Odometry()
+        msg.header.stamp = stamp
+        msg.header.frame_id = "odom"
+        msg.child_frame_id = "base_link"
+        msg.pose.pose.position.x, msg.pose.pose.position.y = float(x), float(y)
+        msg.pose.pose.orientation.z, msg.pose.pose.orientation.w = math.sin(yaw / 2), math.cos(yaw / 2)
+        msg.twist.twist.linear.x = v.get("base_vx", 0.0)
+        msg.twist.twist.linear.y = v.get("base_vy", 0.0)
+        msg.twist.twist.angular.z = v.get("base_wz", 0.0)
+        self._odom_pub.publish(msg)
+
+    def _publish_images(self, stamp: TimeMsg) -> None:
+        images = self.env.render(list(self._img_pubs))
+        for slot, im in images.items():
+            cam = self.env.scene.cameras[slot]
+            msg = Image()
+            msg.header.stamp = stamp
+            msg.header.frame_id = cam
+            msg.height, msg.width = int(im.shape[0]), int(im.shape[1])
+            msg.encoding = "rgb8"
+            msg.is_bigendian = 0
+            msg.step = int(im.shape[1] * 3)
+            msg.data = array.array("B", im.tobytes())
+            self._img_pubs[slot].publish(msg)
+
+    def destroy_node(self) -> None:
+        self.env.close()
+        super().destroy_node()
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = SimNode()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+
+
+if __name__ == "__main__":
+    main()

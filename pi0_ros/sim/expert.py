@@ -1,0 +1,245 @@
+"""Scripted experts: IK waypoint planners that output what the chunk executor publishes (ROS-free).
+
+:class:`PickCubeExpert` solves the ``pick_cube`` task on the ALOHA scene with privileged
+state (cube poses): it picks the arm closer to the target cube, plans a top-down grasp aligned
+with a cube face (pre-grasp above, straight descent, close, lift) and turns it into a joint
+position target per control tick with damped-least-squares IK on the MuJoCo model
+(``mj_jacSite`` on the pinch site between the fingers). Output: the embodiment's robot vector
+(n,) in robot units per tick at the control rate (grippers in the YAML's units), i.e. exactly
+what ``SimEnv.set_targets`` / the executor's Float64MultiArray commands carry. The plan is made
+once at reset (open loop), so it is deterministic given the episode seed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pi0_ros import sim as _sim  # noqa: F401
+
+import mujoco
+import numpy as np
+
+from pi0_ros.sim.env import SimEnv
+
+
+class ArmIK:
+    """Damped-least-squares IK for one arm (its joint dims) to a site pose."""
+
+    def __init__(self, env: SimEnv, source: str, site: str) -> None:
+        self.model = env.model
+        self.data = mujoco.MjData(env.model)   # scratch data: never touches the sim state
+        self.site = mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_SITE, site)
+        self.dims = env.scene.arm_dims[source]
+        binds = [env.scene.dims[i] for i in self.dims]
+        self.qadr = np.array([b.qpos_adr for b in binds])
+        self.vadr = np.array([b.dof_adr for b in binds])
+        self.lower = env.embodiment.lower[self.dims]
+        self.upper = env.embodiment.upper[self.dims]
+        self.base_qpos = env.data.qpos.copy()
+
+    def forward(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = self.data
+        d.qpos[:] = self.base_qpos
+        d.qpos[self.qadr] = q
+        mujoco.mj_kinematics(self.model, d)
+        mujoco.mj_comPos(self.model, d)
+        return d.site_xpos[self.site].copy(), d.site_xmat[self.site].reshape(3, 3).copy()
+
+    def solve(self, pos: np.ndarray, mat: np.ndarray | None, q0: np.ndarray, iters: int = 60,
+              damping: float = 0.02, rot_weight: float = 0.3, tol: float = 1e-4) -> tuple[np.ndarray, float]:
+        """Joint positions reaching ``pos`` (and orientation ``mat`` if given) from ``q0``.
+
+        Returns (q, position error in m)."""
+        q = np.array(q0, dtype=np.float64)
+        jacp = np.zeros((3, self.model.nv))
+        jacr = np.zeros((3, self.model.nv))
+        target_quat = np.zeros(4)
+        if mat is not None:
+            mujoco.mju_mat2Quat(target_quat, np.asarray(mat, dtype=np.float64).reshape(-1))
+        cur_quat = np.zeros(4)
+        err_rot = np.zeros(3)
+        for _ in range(iters):
+            p, R = self.forward(q)
+            err_p = pos - p
+            mujoco.mj_jacSite(self.model, self.data, jacp, jacr, self.site)
+            if mat is not None:
+                mujoco.mju_mat2Quat(cur_quat, R.reshape(-1))
+                # Rotation from current to target, in the current site frame -> world frame.
+                mujoco.mju_subQuat(err_rot, target_quat, cur_quat)
+                err_w = R @ err_rot
+                J = np.vstack([jacp[:, self.vadr], rot_weight * jacr[:, self.vadr]])
+                e = np.concatenate([err_p, rot_weight * err_w])
+            else:
+                J = jacp[:, self.vadr]
+                e = err_p
+            if np.linalg.norm(err_p) < tol and (mat is None or np.linalg.norm(err_rot) < 10 * tol):
+                break
+            dq = J.T @ np.linalg.solve(J @ J.T + damping ** 2 * np.eye(J.shape[0]), e)
+            step = np.linalg.norm(dq)
+            if step > 0.3:
+                dq *= 0.3 / step
+            q = np.clip(q + dq, self.lower, self.upper)
+        p, _ = self.forward(q)
+        return q, float(np.linalg.norm(pos - p))
+
+
+def _smoothstep(s: float) -> float:
+    s = min(max(s, 0.0), 1.0)
+    return s * s * (3 - 2 * s)
+
+
+@dataclass
+class PickTimeline:
+    """Phase end times (s) of the scripted pick."""
+
+    reach: float = 1.2      # home -> pre-grasp (joint space)
+    descend: float = 2.0    # pre-grasp -> grasp (Cartesian straight line)
+    close: float = 2.5      # gripper closes
+    settle: float = 2.7     # hold
+    lift: float = 3.5       # grasp -> lifted (Cartesian)
+    end: float = 4.2        # hold
+
+
+class PickCubeExpert:
+    """Scripted top-down pick of the prompt's cube. ``act()`` -> robot vector (n,) per tick."""
+
+    def __init__(self, env: SimEnv, timeline: PickTimeline | None = None,
+                 pregrasp_height: float = 0.10, grasp_offset: float = 0.012, lift_height: float = 0.15,
+                 close_to: float = 1.0) -> None:
+        self.env = env
+        self.timeline = timeline or PickTimeline()
+        self.pregrasp_height = pregrasp_height
+        self.grasp_offset = grasp_offset       # pinch site above the cube centre at grasp (m)
+        self.lift_height = lift_height
+        self.close_to = close_to               # gripper command at grasp, model units (1 = closed)
+        self.plan: np.ndarray = np.zeros((0, env.embodiment.num_dims))
+        self.arm: str = ""
+        self.ik_error: float = 0.0
+        self.reset()
+
+    # ------------------------------------------------------------------ planning
+    def _choose_arm(self, cube: np.ndarray) -> str:
+        best, best_d = "", math.inf
+        for src in self.env.scene.arm_dims:
+            first = self.env.scene.dims[self.env.scene.arm_dims[src][0]]
+            jid = mujoco.mj_name2id(self.env.model, mujoco.mjtObj.mjOBJ_JOINT, first.joint)
+            base = self.env.data.xanchor[jid]
+            dist = float(np.linalg.norm(cube[:2] - base[:2]))
+            if dist < best_d:
+                best, best_d = src, dist
+        return best
+
+    def _grasp_rotation(self, cube: np.ndarray, cube_quat: np.ndarray, base: np.ndarray) -> np.ndarray:
+        """Top-down gripper orientation: x (approach) down, y (finger axis) along a cube face normal."""
+        u = cube[:2] - base[:2]
+        u /= np.linalg.norm(u) + 1e-12
+        natural = math.atan2(u[0], -u[1])  # finger axis perpendicular to the reach direction
+        mat = np.zeros(9)
+        mujoco.mju_quat2Mat(mat, cube_quat)
+        cx = mat.reshape(3, 3)[:, 0]
+        face = math.atan2(cx[1], cx[0])
+        k = round((natural - face) / (math.pi / 2))
+        psi = face + k * math.pi / 2
+        x = np.array([0.0, 0.0, -1.0])
+        y = np.array([math.cos(psi), math.sin(psi), 0.0])
+        z = np.cross(x, y)
+        return np.stack([x, y, z], axis=1)
+
+    def reset(self) -> None:
+        """Plan the episode from the env's current (just reset) state."""
+        env = self.env
+        emb = env.embodiment
+        cube_name = env.task.target_object
+        cube = env.object_position(cube_name)
+        cube_quat = env.object_quat(cube_name)
+        self.arm = src = self._choose_arm(cube)
+        ik = ArmIK(env, src, env.scene.ee_sites[src])
+        first = env.scene.dims[env.scene.arm_dims[src][0]]
+        base = env.data.xanchor[mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_JOINT, first.joint)].copy()
+        R = self._grasp_rotation(cube, cube_quat, base)
+        pre = cube + np.array([0, 0, self.pregrasp_height + self.grasp_offset])
+        grasp = cube + np.array([0, 0, self.grasp_offset])
+        lift = cube + np.array([0, 0, self.lift_height + self.grasp_offset])
+
+        home = env.scene.home.copy()
+        arm_idx = env.scene.arm_dims[src]
+        g_idx = env.scene.gripper_dim[src]
+        q_home = home[arm_idx]
+        # Pre-grasp: solve from home with a few seeds (wrist configurations), keep the best.
+        q_pre, err = ik.solve(pre, R, q_home, iters=200)
+        errs = [err]
+        g_open = emb.dims[g_idx].open
+        g_close = emb.to_robot(np.where(np.arange(emb.num_dims) == g_idx, self.close_to, 0.0))[g_idx]
+
+        tl = self.timeline
+        dt = emb.dt
+        n = int(round(tl.end / dt)) + 1
+        plan = np.tile(home, (n, 1))
+        q = q_pre.copy()
+        for k in range(n):
+            t = k * dt
+            grip = g_open
+            if t <= tl.reach:
+                qa = q_home + _smoothstep(t / tl.reach) * (q_pre - q_home)
+            elif t <= tl.descend:
+                s = _smoothstep((t - tl.reach) / (tl.descend - tl.reach))
+                q, err = ik.solve(pre + s * (grasp - pre), R, q)
+                errs.append(err)
+                qa = q
+            elif t <= tl.settle:
+                s = _smoothstep((t - tl.descend) / (tl.close - tl.descend))
+                grip = g_open + s * (g_close - g_open)
+                qa = q
+            else:
+                grip = g_close
+                s = _smoothstep((t - tl.settle) / (tl.lift - tl.settle))
+                if t <= tl.lift:
+                    q, err = ik.solve(grasp + s * (lift - grasp), R, q)
+                    errs.append(err)
+                qa = q
+            plan[k, arm_idx] = qa
+            plan[k, g_idx] = grip
+        self.plan = plan
+        self.ik_error = float(max(errs))
+
+    # ------------------------------------------------------------------ acting
+    def act(self, tick: int | None = None) -> np.ndarray:
+        """Robot-units joint targets (n,) for control tick ``tick`` (default: the env's tick)."""
+        k = self.env.tick if tick is None else tick
+        return self.plan[min(k, len(self.plan) - 1)].copy()
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.plan) * self.env.embodiment.dt
+
+
+def run_episode(env: SimEnv, seed: int | None = None, target: str | None = None,
+                duration_s: float | None = None, render: bool = False, expert: PickCubeExpert | None = None,
+                callback=None) -> dict:
+    """Reset, run the scripted expert for ``duration_s`` (default: the task's), report the outcome.
+
+    Commands go through ``env.set_command`` per output (exactly the executor's messages).
+    ``callback(env, action, images)`` is called every tick (e.g. to record a dataset).
+    Returns {success, reached, arm, ik_error, ticks, actions (T, n), states (T, n)}.
+    """
+    env.reset(seed, target=target)
+    expert = expert or PickCubeExpert(env)
+    if expert.env is env:
+        expert.reset()
+    duration = duration_s if duration_s is not None else env.task.duration_s
+    ticks = int(round(duration / env.embodiment.dt))
+    actions, states = [], []
+    reached = False
+    for _ in range(ticks):
+        a = expert.act()
+        states.append(env.robot_state())
+        images = env.render() if render else None
+        for name, vals in env.embodiment.split_outputs(a).items():
+            env.set_command(name, vals)
+        if callback is not None:
+            callback(env, a, images)
+        actions.append(a)
+        env.step()
+        reached = reached or env.task.reached(env)
+    return {"success": env.success(), "reached": reached, "arm": expert.arm, "ik_error": expert.ik_error,
+            "ticks": ticks, "actions": np.array(actions), "states": np.array(states)}

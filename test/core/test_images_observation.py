@@ -1,0 +1,138 @@
+"""ROS-free image decoding (every common encoding) and observation assembly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pi0_ros.images import ImageDecodeError, decode_compressed, decode_raw, encode_compressed
+from pi0_ros.observation import ObservationAssembler, ObservationConfig
+from pi0_ros.robots.embodiment import JointStateError, load_embodiment
+
+RGB = np.random.default_rng(0).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("enc", ["rgb8", "bgr8", "rgba8", "bgra8", "8UC3"])
+def test_colour_encodings_give_rgb(enc):
+    src = {"rgb8": RGB, "bgr8": RGB[..., ::-1], "8UC3": RGB[..., ::-1],
+           "rgba8": np.dstack([RGB, np.full(RGB.shape[:2], 7, np.uint8)]),
+           "bgra8": np.dstack([RGB[..., ::-1], np.full(RGB.shape[:2], 7, np.uint8)])}[enc]
+    src = np.ascontiguousarray(src)
+    out = decode_raw(6, 5, enc, src.shape[1] * src.shape[2], False, src.tobytes())
+    np.testing.assert_array_equal(out, RGB)
+
+
+def test_row_padding_step_is_respected():
+    padded = np.zeros((6, 5 * 3 + 4), np.uint8)
+    padded[:, :15] = RGB.reshape(6, 15)
+    np.testing.assert_array_equal(decode_raw(6, 5, "rgb8", 19, False, padded.tobytes()), RGB)
+
+
+@pytest.mark.parametrize("big", [False, True])
+def test_mono16_scaled_to_8bit(big):
+    px = np.array([[0, 256, 65535]], dtype=">u2" if big else "<u2")
+    out = decode_raw(1, 3, "mono16", 6, big, px.tobytes())
+    assert out.shape == (1, 3, 3) and out[0, :, 0].tolist() == [0, 1, 255]
+    assert np.all(out[..., 0] == out[..., 1])
+
+
+def test_mono8_to_rgb():
+    out = decode_raw(2, 2, "mono8", 2, False, bytes([0, 10, 20, 30]))
+    assert out[1, 1].tolist() == [30, 30, 30]
+
+
+@pytest.mark.parametrize("args, words", [
+    ((2, 2, "yuv422", 4, False, bytes(8)), "unsupported encoding"),
+    ((2, 2, "rgb8", 3, False, bytes(12)), "step"),
+    ((2, 2, "rgb8", 6, False, bytes(11)), "needs"),
+    ((0, 2, "rgb8", 6, False, b""), "empty"),
+])
+def test_bad_raw_images_rejected(args, words):
+    with pytest.raises(ImageDecodeError, match=words):
+        decode_raw(*args)
+
+
+def test_compressed_round_trip_and_garbage():
+    img = np.zeros((16, 16, 3), np.uint8)
+    img[:, :8] = (255, 0, 0)
+    out = decode_compressed(encode_compressed(img, "png"))
+    np.testing.assert_array_equal(out, img)
+    with pytest.raises(ImageDecodeError):
+        decode_compressed(b"not a jpeg")
+    with pytest.raises(ImageDecodeError):
+        decode_compressed(b"")
+
+
+# ---------------------------------------------------------------- observation assembly
+def feed(asm, emb, t, cams=True, state=None):
+    state = np.zeros(emb.num_dims) if state is None else state
+    if cams:
+        for c in emb.cameras:
+            asm.add_image(c.slot, t, np.full((48, 64, 3), 100, np.uint8))
+    for s in emb.joint_state_sources:
+        dims = [(i, d) for i, d in enumerate(emb.dims) if d.source == s]
+        asm.add_joint_state(s, t, [d.joint for _, d in dims], [state[i] for i, _ in dims])
+
+
+def test_assembles_synchronised_observation():
+    emb = load_embodiment("trossen_bimanual")
+    asm = ObservationAssembler(emb)
+    state = np.linspace(-0.5, 0.5, emb.num_dims)
+    feed(asm, emb, 10.0, state=state)
+    res = asm.assemble(10.05)
+    assert res.reason == "ok"
+    o = res.observation
+    assert o.t_obs == 10.0 and set(o.images) == {c.slot for c in emb.cameras}
+    assert o.images["base_0_rgb"].shape == (224, 224, 3)
+    # 64x48 -> 224x168 content, padded with black top and bottom.
+    assert o.images["base_0_rgb"][0, 0].tolist() == [0, 0, 0] and o.images["base_0_rgb"][112, 112].tolist() == [100] * 3
+    np.testing.assert_allclose(o.state, state)
+
+
+def test_stale_camera_blocks_and_is_named():
+    emb = load_embodiment("ur5e")
+    asm = ObservationAssembler(emb, ObservationConfig(camera_max_age=0.2))
+    feed(asm, emb, 1.0)
+    for s in emb.joint_state_sources:  # joint states keep coming, cameras stopped
+        asm.add_joint_state(s, 2.0, [d.joint for d in emb.dims], [0.0] * emb.num_dims)
+    res = asm.assemble(2.0)
+    assert res.observation is None
+    assert "camera:base_0_rgb" in {s.name for s in res.stale} and "late by" in res.reason
+
+
+def test_optional_cameras_are_masked():
+    emb = load_embodiment("trossen_bimanual")
+    asm = ObservationAssembler(emb, ObservationConfig(cameras_optional=True))
+    asm.add_image("base_0_rgb", 5.0, np.zeros((10, 10, 3), np.uint8))
+    feed(asm, emb, 5.0, cams=False)
+    res = asm.assemble(5.0)
+    assert res.observation.image_valid == {"base_0_rgb": True, "left_wrist_0_rgb": False, "right_wrist_0_rgb": False}
+
+
+def test_bad_joint_states_rejected_and_counted():
+    emb = load_embodiment("ur5e")
+    asm = ObservationAssembler(emb)
+    with pytest.raises(JointStateError, match="not finite"):
+        asm.add_joint_state("arm", 1.0, ["elbow_joint"], [float("nan")])
+    with pytest.raises(JointStateError, match="names but"):
+        asm.add_joint_state("arm", 1.0, ["elbow_joint"], [0.0, 1.0])
+    assert asm.rejected["joints:arm"] == 2
+
+
+def test_missing_joint_in_source_gives_reason_not_zero():
+    emb = load_embodiment("ur5e")
+    asm = ObservationAssembler(emb)
+    for c in emb.cameras:
+        asm.add_image(c.slot, 1.0, np.zeros((8, 8, 3), np.uint8))
+    asm.add_joint_state("arm", 1.0, ["shoulder_pan_joint"], [0.1])
+    res = asm.assemble(1.0)
+    assert res.observation is None and "shoulder_lift_joint" in res.reason
+
+
+def test_odometry_rotated_into_base_frame():
+    emb = load_embodiment("mobile_fibocom")
+    asm = ObservationAssembler(emb, ObservationConfig(odom_twist_in_world=True))
+    feed(asm, emb, 1.0)
+    yaw = np.pi / 2  # base faces +y in the world: world vx=0, vy=1 is forward
+    asm.add_odometry(1.0, 0.0, 1.0, 0.2, (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)))
+    o = asm.assemble(1.0).observation
+    np.testing.assert_allclose(o.state[-3:], [1.0, 0.0, 0.2], atol=1e-12)

@@ -55,7 +55,16 @@ class ChunkExecutor:
         self._vel = np.zeros(n)
         self.rejected: dict[str, int] = {}
         self.holds: dict[str, int] = {}
+        self._min_stamp = -float("inf")
         self._out_idx = [(o.name, np.array(o.indices, dtype=np.int64)) for o in embodiment.outputs]
+
+    def reset(self, now: float) -> None:
+        """Start over (new episode, re-enable): drop chunks, never accept one stamped before
+        `now`, and re-seed the step limit from the next measured state (the robot may have moved)."""
+        self.scheduler.reset()
+        self.safety.forget_reference()
+        self._min_stamp = now
+        self._has_prev = False
 
     # ------------------------------------------------------------------ inputs
     def set_measured(self, state: np.ndarray | None) -> None:
@@ -74,6 +83,8 @@ class ChunkExecutor:
             reason = "joint_names"
         elif not abs(dt - emb.dt) <= 1e-6 * emb.dt:
             reason = "dt"
+        elif stamp < self._min_stamp:
+            reason = "before_reset"
         else:
             rej = self.scheduler.offer(Chunk(stamp=stamp, dt=dt, actions=actions, seq=seq), now)
             if rej is None:

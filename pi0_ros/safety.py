@@ -283,6 +283,11 @@ class SafetyFilter:
         """(D,) copy of the last published command, or None."""
         return self._last.copy() if self._has_last else None
 
+    def forget_reference(self) -> None:
+        """Drop the last command: the next call re-seeds from `measured` (e.g. after a scene
+        reset or a long pause, when the robot is no longer where it was last commanded)."""
+        self._has_last = False
+
     def is_stale(self, now: float) -> bool:
         """True when the last `filter` call is older than stale_after (loop stalled)."""
         return self._last_call is not None and now - self._last_call > self.stale_after
@@ -330,9 +335,12 @@ class SafetyFilter:
         self._has_last = True
 
     def hold(
-        self, now: float, measured: np.ndarray | None = None, reason: str | None = None
+        self, measured: np.ndarray | None = None, reason: str | None = None
     ) -> SafeCommand | None:
-        """Publishable hold command (see module docstring), or None when none exists."""
+        """Publishable hold command (see module docstring), or None when none exists.
+
+        For a watchdog timer outside the control loop; `reason` (e.g. "stale") is counted.
+        """
         interventions: list[str] = []
         if reason is not None:
             self._note(interventions, reason)

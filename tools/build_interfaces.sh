@@ -26,4 +26,10 @@ cmake -S "$here" -B "$build" -DCMAKE_INSTALL_PREFIX="$venv" -DPI0_ROS_INSTALL_PY
   || { tail -40 "$build/configure.log"; exit 1; }
 cmake --build "$build" -j "$(nproc)" >"$build/build.log" 2>&1 || { tail -60 "$build/build.log"; exit 1; }
 cmake --install "$build" >"$build/install.log" 2>&1 || { tail -40 "$build/install.log"; exit 1; }
+# The generated pi0_ros/__init__.py would make site-packages/pi0_ros a regular package that
+# shadows the editable source tree. Without it, site-packages/pi0_ros is only a portion that
+# the source package's __init__ adds to its __path__ (pkgutil.extend_path), so
+# pi0_ros.msg / pi0_ros.srv resolve there and everything else to the source.
+site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+rm -rf "$site/pi0_ros/__init__.py" "$site/pi0_ros/__pycache__"
 echo "interfaces installed into $venv"

@@ -42,9 +42,11 @@ fi
 # 3. This package, editable (console script pi0-ros). Before the interfaces: pip's editable
 #    install removes site-packages/pi0_ros, where the generated pi0_ros.msg lives.
 reinstalled=0
-if ! "$venv/bin/python" -c "import pi0_ros.cli" 2>/dev/null || [ ! -x "$venv/bin/pi0-ros" ]; then
+if ! (cd /tmp && "$venv/bin/python" -c "import pi0_ros.cli") 2>/dev/null || [ ! -x "$venv/bin/pi0-ros" ]; then
   log "installing pi0_ros (editable)"
-  "${pip[@]}" install --no-deps --no-build-isolation -e .
+  # compat mode: a .pth puts the source tree on sys.path, so its regular package pi0_ros wins
+  # over the generated portion in site-packages (see tools/build_interfaces.sh).
+  "${pip[@]}" install --no-deps --no-build-isolation --config-settings editable_mode=compat -e .
   reinstalled=1
 fi
 

@@ -113,6 +113,13 @@ class ObservationNode(Node):
         res.success, res.message = True, f"prompt set to '{req.prompt}' (effective from the next chunk)"
         return res
 
+    def reset(self, prompt: str | None = None) -> None:
+        """Forget queued inputs (new episode / scene reset) and optionally set the prompt."""
+        with self._lock:
+            self.assembler.sync.clear()
+            if prompt is not None:
+                self.prompt = prompt
+
     def _publish(self) -> None:
         now = now_sec(self)
         with self._lock:

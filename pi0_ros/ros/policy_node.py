@@ -159,7 +159,8 @@ class PolicyNode(Node):
             return
         self._set_state(PolicyStatus.INFERRING)
         try:
-            out = self.policy.infer(PolicyInput(images=images, state=state, prompt=obs.prompt))
+            out = self.policy.infer(PolicyInput(images=images, state=state, prompt=obs.prompt,
+                                                 stamp=stamp_to_sec(obs.header.stamp)))
         except Exception as e:  # noqa: BLE001 - keep serving; report on status
             self._set_state(PolicyStatus.ERROR, f"inference failed: {e}")
             self.get_logger().error(self.status_msg.last_error, throttle_duration_sec=5.0)

@@ -13,13 +13,18 @@ between sim and hardware changes no policy/executor config.
 Also: ``~/reset`` (std_srvs/Trigger: new episode, next seed), ``~/success`` (std_msgs/Bool),
 ``/prompt`` (std_msgs/String, transient local) with the task's language instruction.
 
-Physics runs in real time: a wall timer at the control rate steps one control tick per call.
+Physics runs in real time on the node's own thread (absolute wall-clock deadlines at the control
+rate), which also owns the OpenGL context: EGL contexts are bound to one thread, and an
+executor's worker threads change from callback to callback. If rendering cannot keep up, sim
+time simply runs slower than wall time (every stamp and /clock stay consistent).
 All logic lives in pi0_ros.sim (SimEnv); this node only converts messages.
 """
 from __future__ import annotations
 
 import array
 import math
+import threading
+import time
 
 from pi0_ros import sim as _sim  # noqa: F401  (MUJOCO_GL before mujoco)
 
@@ -61,8 +66,16 @@ class SimNode(Node):
         self.image_rate_hz = float(p("image_rate_hz", 15.0).value)
         self.image_size = int(p("image_size", 224).value)
         self.publish_clock = bool(p("publish_clock", True).value)
-        self.env = SimEnv(self.embodiment_name, seed=self.seed, task=self.task_name,
-                          image_size=self.image_size, render=self.image_rate_hz > 0)
+        self._lock = threading.Lock()  # env access: sim thread vs callbacks / reset requests
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._resets: list[tuple[int | None, str | None, threading.Event, list]] = []
+        self._start_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pi0_sim", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise self._start_error
         emb = self.embodiment = self.env.embodiment
         self._time_offset = 0.0      # sim time of the current episode's start (monotonic stamps)
         self._ticks_since_image = 10 ** 9
@@ -81,8 +94,8 @@ class SimNode(Node):
         self._prompt_pub = self.create_publisher(String, "/prompt", PROMPT_QOS)
         self._subs = [self._subscribe(o) for o in emb.outputs]
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self._timer = self.create_timer(emb.dt, self._on_tick)
         self._publish_prompt()
+        self._running = True
         self.get_logger().info(
             f"sim '{emb.name}' task '{self.task_name}' seed {self.seed}: prompt '{self.env.prompt}', "
             f"{emb.control_rate_hz:g} Hz control ({self.env.n_substeps} substeps), images {self.image_size}^2 at "
@@ -135,15 +148,33 @@ class SimNode(Node):
     def _publish_prompt(self) -> None:
         self._prompt_pub.publish(String(data=self.env.prompt))
 
-    def reset_episode(self, seed: int | None = None) -> str:
+    def reset_episode(self, seed: int | None = None, prompt: str | None = None, timeout: float = 10.0) -> str:
+        """Start a new episode (next seed by default); `prompt` picks the target instead of the seed.
+
+        Runs on the sim thread (it owns the GL context); this call waits for it."""
+        done, box = threading.Event(), []
+        with self._lock:
+            self._resets.append((seed, prompt, done, box))
+        if not done.wait(timeout):
+            raise TimeoutError("simulator did not reset in time")
+        if isinstance(box[0], BaseException):
+            raise box[0]
+        return box[0]
+
+    def _do_reset(self, seed: int | None, prompt: str | None) -> str:
         self._time_offset += self.env.time + self.embodiment.dt
         self._episode += 1
         self.seed = self.seed + 1 if seed is None else int(seed)
-        self.env.reset(self.seed)
+        self.env.reset(self.seed, prompt=prompt)
         self._ticks_since_image = 10 ** 9
         self._publish_prompt()
         self._publish_state()
         return self.env.prompt
+
+    @property
+    def episode_start_time(self) -> float:
+        """Sim time (s) of the current episode's tick 0 (stamps keep increasing across resets)."""
+        return self._time_offset
 
     def _on_reset(self, request, response):
         try:
@@ -159,6 +190,37 @@ class SimNode(Node):
     @property
     def sim_time(self) -> float:
         return self._time_offset + self.env.time
+
+    def _run(self) -> None:
+        try:
+            self.env = SimEnv(self.embodiment_name, seed=self.seed, task=self.task_name,
+                              image_size=self.image_size, render=self.image_rate_hz > 0)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the constructor
+            self._start_error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        while not getattr(self, "_running", False) and not self._stop.is_set():
+            time.sleep(0.001)  # publishers are created after the env exists
+        period = self.env.embodiment.dt
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            with self._lock:
+                resets, self._resets = self._resets, []
+            for seed, prompt, done, box in resets:
+                try:
+                    box.append(self._do_reset(seed, prompt))
+                except Exception as e:  # noqa: BLE001 - handed to the caller
+                    box.append(e)
+                done.set()
+            self._on_tick()
+            next_t += period
+            delay = next_t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                next_t = time.monotonic()  # behind (slow rendering): sim time runs slower, no burst
+        self.env.close()
 
     def _on_tick(self) -> None:
         self.env.step()
@@ -216,7 +278,9 @@ class SimNode(Node):
             self._img_pubs[slot].publish(msg)
 
     def destroy_node(self) -> None:
-        self.env.close()
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
         super().destroy_node()
 
 

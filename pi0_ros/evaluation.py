@@ -1,0 +1,74 @@
+"""`pi0-ros eval`: closed-loop episodes in the simulator through the ROS nodes.
+
+    pi0-ros eval --embodiment trossen_bimanual --task pick_cube --episodes 50 --checkpoint DIR --json
+    pi0-ros eval --policy scripted --episodes 50      # the scripted expert through the same path
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--embodiment", default="trossen_bimanual")
+    parser.add_argument("--task", default="pick_cube", help="pick_cube (target from seed), pick_red_cube, pick_blue_cube")
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (then +1 each)")
+    parser.add_argument("--policy", choices=["pi0", "scripted"], default="pi0")
+    parser.add_argument("--checkpoint", default="", help="pi0 checkpoint directory ('' = tiny RANDOM weights)")
+    parser.add_argument("--prompt", default=None, help="override the prompt (the target follows the prompt)")
+    parser.add_argument("--max-time", type=float, default=None, help="s of sim time per episode (default: task's)")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary")
+
+
+def summarise(results: list, wall_s: float) -> dict:
+    n = len(results)
+    succ = [r for r in results if r.success]
+    interventions: dict[str, int] = {}
+    for r in results:
+        for k, v in r.interventions.items():
+            interventions[k] = interventions.get(k, 0) + v
+    return {
+        "episodes": n,
+        "successes": len(succ),
+        "success_rate": len(succ) / n if n else 0.0,
+        "mean_time_to_success_s": statistics.mean(r.time_to_success for r in succ) if succ else None,
+        "safety_interventions": interventions,
+        "rejected_chunks": sum(r.rejected_chunks for r in results),
+        "wall_s": round(wall_s, 1),
+        "per_episode": [r.to_dict() for r in results],
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from pi0_ros.ros.sim_session import SimSession
+
+    t0 = time.monotonic()
+    session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
+                         seed=args.seed)
+    results = []
+    try:
+        session.wait_ready()
+        for i in range(args.episodes):
+            r = session.run_episode(args.seed + i, prompt=args.prompt, max_time=args.max_time)
+            results.append(r)
+            if not args.json:
+                print(f"episode {i + 1}/{args.episodes} seed {r.seed} '{r.prompt}': "
+                      f"{'SUCCESS' if r.success else 'fail'}"
+                      + (f" in {r.time_to_success:.2f} s" if r.success else "")
+                      + f", {r.chunks} chunks", file=sys.stderr, flush=True)
+    finally:
+        session.close()
+    summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy,
+               "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
+               **summarise(results, time.monotonic() - t0)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']}), "
+              f"mean time to success {summary['mean_time_to_success_s']}, "
+              f"safety interventions {summary['safety_interventions']}")
+    return 0

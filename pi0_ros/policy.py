@@ -1,0 +1,337 @@
+"""The ROS-free π0 policy: one observation in, one chunk of robot-unit actions out.
+
+Pipeline (openpi `policies/policy.py` order):
+
+    PolicyInput (HWC uint8 RGB per camera slot, padded state in robot units, prompt)
+      -> resize_with_pad + [-1, 1] CHW, missing cameras = black + mask False   (preprocess)
+      -> tokenize prompt (BOS + text + "\\n", padded)                          (preprocess)
+      -> normalise state (z-score by default)                                 (preprocess)
+      -> PI0Model.sample_actions (flow matching, num_steps Euler steps)        (model)
+      -> unnormalise actions -> float64 (chunk_size, action_dim)               (postprocess)
+
+A checkpoint directory holds `model.safetensors` + `config.json` (model/checkpoint.py),
+`tokenizer.model` (SentencePiece) and `assets/<asset_id>/norm_stats.json` (openpi layout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from pi0_ros.model.normalize import (
+    NORM_STATS_FILENAME,
+    NormMode,
+    NormStats,
+    Normalizer,
+    load_norm_stats,
+    save_norm_stats,
+)
+from pi0_ros.model.preprocess import images_to_model
+from pi0_ros.model.tokenizer import TOKENIZER_FILENAME, PromptTokenizer, tiny_tokenizer
+
+if TYPE_CHECKING:
+    from pi0_ros.model.pi0 import PI0Model
+
+logger = logging.getLogger(__name__)
+
+ASSETS_DIRNAME = "assets"
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyInput:
+    """One observation for the policy.
+
+    images: camera slot name ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb") ->
+        (H, W, 3) uint8 RGB. Missing slots are allowed (black image, masked out).
+    state: (action_dim,) robot-unit state, already zero-padded to the model's action_dim.
+    prompt: the task instruction.
+    """
+
+    images: Mapping[str, np.ndarray]
+    state: np.ndarray
+    prompt: str
+    stamp: float | None = None  # s, observation time t_obs (only time-aware policies use it)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyOutput:
+    """actions: (chunk_size, action_dim) float64 in robot units; timing: milliseconds per stage."""
+
+    actions: np.ndarray
+    timing: dict[str, float]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Policy:
+    """Wraps a PI0Model with its tokenizer and normalisation statistics.
+
+    `infer` keeps no per-call state on the object, so one Policy may be called from a worker
+    thread (or several) while other threads read its attributes.
+    """
+
+    def __init__(
+        self,
+        model: PI0Model,
+        tokenizer: PromptTokenizer,
+        normalizer: Normalizer | None = None,
+        device: str | torch.device = "cpu",
+        num_steps: int = 10,
+    ) -> None:
+        if num_steps < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.tokenizer = tokenizer
+        self.normalizer = normalizer if normalizer is not None else Normalizer.identity()
+        self.num_steps = int(num_steps)
+        self.random_weights = False  # True for tiny_random: say so loudly wherever it runs
+        if tokenizer.max_len > self.config.max_token_len:
+            raise ValueError(
+                f"tokenizer max_len {tokenizer.max_len} exceeds the model's max_token_len "
+                f"{self.config.max_token_len}"
+            )
+        if self.normalizer.stats is not None:
+            missing = [k for k in ("state", "actions") if k not in self.normalizer.stats]
+            if missing:
+                raise ValueError(f"normaliser has no statistics for {missing}")
+        if tokenizer.vocab_size > self.config.vocab_size:
+            raise ValueError(
+                f"tokenizer vocabulary ({tokenizer.vocab_size}) is larger than the model's "
+                f"({self.config.vocab_size}); wrong tokenizer for this checkpoint?"
+            )
+
+    # ----------------------------------------------------------------------------- info
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        return tuple(self.config.camera_names)
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.config.action_dim)
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.config.chunk_size)
+
+    def __repr__(self) -> str:
+        return (
+            f"Policy(action_dim={self.action_dim}, chunk_size={self.chunk_size}, cameras={self.camera_names}, "
+            f"device={self.device}, num_steps={self.num_steps}, {self.normalizer!r})"
+        )
+
+    # ------------------------------------------------------------------------ inference
+    def _check_input(self, inp: PolicyInput) -> np.ndarray:
+        if not isinstance(inp.prompt, str):
+            raise TypeError(f"prompt must be a str, got {type(inp.prompt).__name__}")
+        state = np.asarray(inp.state, dtype=np.float64)
+        if state.shape != (self.action_dim,):
+            raise ValueError(
+                f"state must have shape ({self.action_dim},) (zero-padded to the model's action_dim), "
+                f"got {state.shape}"
+            )
+        if not np.isfinite(state).all():
+            raise ValueError(f"state has non-finite values at {np.flatnonzero(~np.isfinite(state)).tolist()}")
+        return state
+
+    def make_inputs(self, inp: PolicyInput):
+        """Preprocess one observation into a batch-of-one ModelInputs on the policy's device."""
+        from pi0_ros.model.inputs import ModelInputs
+
+        state = self._check_input(inp)
+        size = self.config.vision.image_size
+        pixels, image_mask = images_to_model(inp.images, self.camera_names, size, size)
+        tokens, token_mask = self.tokenizer.encode(inp.prompt)
+        norm_state = self.normalizer.normalize(state, "state")
+        inputs = ModelInputs(
+            images=pixels[None],  # float32; the model casts to its compute dtype
+            image_masks=image_mask[None],
+            tokens=torch.from_numpy(tokens)[None],
+            token_masks=torch.from_numpy(token_mask)[None],
+            state=torch.from_numpy(norm_state)[None].float(),
+        )
+        return inputs.to(self.device)
+
+    def _noise_tensor(self, noise) -> torch.Tensor | None:
+        if noise is None:
+            return None
+        t = torch.as_tensor(noise)
+        if t.ndim == 2:
+            t = t[None]
+        expected = (1, self.chunk_size, self.action_dim)
+        if tuple(t.shape) != expected:
+            raise ValueError(f"noise must have shape {expected[1:]} or {expected}, got {tuple(t.shape)}")
+        return t.to(device=self.device, dtype=torch.float32)
+
+    def infer(self, inp: PolicyInput, noise: np.ndarray | torch.Tensor | None = None) -> PolicyOutput:
+        """Run one chunk. `noise` ((chunk_size, action_dim), standard normal) makes it deterministic."""
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            inputs = self.make_inputs(inp)
+            noise_t = self._noise_tensor(noise)
+            _sync(self.device)
+            t1 = time.perf_counter()
+            actions = self.model.sample_actions(inputs, noise=noise_t, num_steps=self.num_steps)
+            _sync(self.device)
+            t2 = time.perf_counter()
+            out = actions[0].float().cpu().numpy().astype(np.float64)
+        out = self.normalizer.unnormalize(out, "actions")
+        t3 = time.perf_counter()
+        timing = {
+            "preprocess": (t1 - t0) * 1e3,
+            "model": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+            "total": (t3 - t0) * 1e3,
+        }
+        return PolicyOutput(actions=out, timing=timing)
+
+    def dummy_input(self, prompt: str = "do nothing") -> PolicyInput:
+        """A valid observation (black images on every slot, zero state)."""
+        size = self.config.vision.image_size
+        black = np.zeros((size, size, 3), dtype=np.uint8)
+        return PolicyInput(images={c: black for c in self.camera_names}, state=np.zeros(self.action_dim), prompt=prompt)
+
+    def warmup(self, n: int = 2) -> list[dict[str, float]]:
+        """Run `n` chunks on a dummy observation (fixed zero noise); returns their timings."""
+        zeros = np.zeros((self.chunk_size, self.action_dim), dtype=np.float32)
+        return [self.infer(self.dummy_input(), noise=zeros).timing for _ in range(n)]
+
+    # ---------------------------------------------------------------------- construction
+    @classmethod
+    def from_checkpoint(
+        cls,
+        directory: str | os.PathLike,
+        asset_id: str | None = None,
+        device: str | torch.device = "cpu",
+        *,
+        num_steps: int = 10,
+        dtype: str | torch.dtype | None = None,
+        norm_mode: NormMode = "zscore",
+    ) -> Policy:
+        """Load model, tokenizer and norm stats from a checkpoint directory.
+
+        Norm stats come from `assets/<asset_id>/norm_stats.json`; with `asset_id=None` the
+        only asset directory is used, and with none the policy runs un-normalised (warning).
+        """
+        from pi0_ros.model.checkpoint import load_checkpoint
+        from pi0_ros.model.pi0 import TORCH_DTYPES
+
+        if isinstance(dtype, str):
+            if dtype not in TORCH_DTYPES:
+                raise ValueError(f"dtype must be one of {sorted(TORCH_DTYPES)}, got {dtype!r}")
+            dtype = TORCH_DTYPES[dtype]
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+        tok_file = directory / TOKENIZER_FILENAME
+        if not tok_file.is_file():
+            raise FileNotFoundError(
+                f"no {TOKENIZER_FILENAME} in {directory}: copy the PaliGemma SentencePiece model "
+                "(paligemma_tokenizer.model) there, or save with save_policy_checkpoint"
+            )
+        stats_file = _find_norm_stats(directory, asset_id)
+        model = load_checkpoint(directory, device=str(device), dtype=dtype)
+        tokenizer = PromptTokenizer(tok_file, max_len=model.config.max_token_len)
+        if stats_file is None:
+            logger.warning(
+                "checkpoint %s has no %s/<asset_id>/%s: running with the IDENTITY normaliser; "
+                "state and actions are NOT normalised",
+                directory,
+                ASSETS_DIRNAME,
+                NORM_STATS_FILENAME,
+            )
+            normalizer = Normalizer.identity()
+        else:
+            normalizer = Normalizer(load_norm_stats(stats_file), mode=norm_mode)
+        return cls(model, tokenizer, normalizer, device=device, num_steps=num_steps)
+
+    @classmethod
+    def tiny_random(
+        cls,
+        seed: int = 0,
+        action_dim: int = 32,
+        device: str | torch.device = "cpu",
+        *,
+        num_cameras: int = 3,
+        num_steps: int = 10,
+    ) -> Policy:
+        """The tiny preset with RANDOM weights, the tiny tokenizer and identity stats (demo/tests)."""
+        from pi0_ros.model.config import get_preset
+        from pi0_ros.model.pi0 import PI0Model
+
+        config = get_preset("tiny", action_dim=action_dim, num_cameras=num_cameras)
+        logger.warning(
+            "!!! Policy.tiny_random: the tiny pi0 has RANDOM weights (seed %d); its actions are "
+            "meaningless. For plumbing tests and demos only — never drive a real robot with it. !!!",
+            seed,
+        )
+        with torch.random.fork_rng(devices=[]):  # do not disturb the caller's RNG
+            torch.manual_seed(seed)
+            model = PI0Model(config, device=device)
+        tokenizer = tiny_tokenizer(max_len=config.max_token_len)
+        policy = cls(model, tokenizer, Normalizer.identity(), device=device, num_steps=num_steps)
+        policy.random_weights = True
+        return policy
+
+
+def _find_norm_stats(directory: Path, asset_id: str | None) -> Path | None:
+    assets = directory / ASSETS_DIRNAME
+    available = sorted(d.name for d in assets.iterdir() if d.is_dir()) if assets.is_dir() else []
+    if asset_id is not None:
+        file = assets / asset_id / NORM_STATS_FILENAME
+        if not file.is_file():
+            raise FileNotFoundError(f"norm stats for asset_id {asset_id!r} not found at {file}; available: {available}")
+        return file
+    if not available:
+        return None
+    if len(available) > 1:
+        raise ValueError(f"checkpoint {directory} has several assets {available}: pass asset_id")
+    file = assets / available[0] / NORM_STATS_FILENAME
+    if not file.is_file():
+        raise FileNotFoundError(f"asset directory {file.parent} has no {NORM_STATS_FILENAME}")
+    return file
+
+
+def save_policy_checkpoint(
+    policy_or_parts: Policy | tuple[PI0Model, PromptTokenizer],
+    directory: str | os.PathLike,
+    asset_id: str | None = None,
+    norm_stats: Mapping[str, NormStats] | None = None,
+) -> Path:
+    """Write a directory that `Policy.from_checkpoint` loads back to the same policy.
+
+    `policy_or_parts` is a Policy or a (model, tokenizer) pair. `norm_stats` defaults to the
+    policy's statistics; they are written to `assets/<asset_id>/norm_stats.json` (asset_id is
+    then required). With no statistics no asset is written (identity normalisation on load).
+    """
+    from pi0_ros.model.checkpoint import save_checkpoint
+
+    if isinstance(policy_or_parts, Policy):
+        model, tokenizer = policy_or_parts.model, policy_or_parts.tokenizer
+        if norm_stats is None:
+            norm_stats = policy_or_parts.normalizer.stats
+    else:
+        model, tokenizer = policy_or_parts
+    directory = Path(directory)
+    if norm_stats is not None and asset_id is None:
+        raise ValueError("asset_id is required to save norm stats (assets/<asset_id>/norm_stats.json)")
+    if asset_id is not None and norm_stats is None:
+        raise ValueError(f"asset_id {asset_id!r} given but no norm stats to save")
+    directory.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(model, directory)
+    tokenizer.save(directory / TOKENIZER_FILENAME)
+    if norm_stats is not None:
+        save_norm_stats(directory / ASSETS_DIRNAME / asset_id, norm_stats)
+    return directory

@@ -1,0 +1,119 @@
+"""Closed-loop episodes in the simulator through the real ROS nodes, in one process.
+
+SimNode (physics + cameras + joint states, publishing /clock) + observation + policy +
+executor nodes, all on sim time. Used by `pi0-ros eval`, `pi0-ros demo` and the tests.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import rclpy
+
+from pi0_ros.ros.bringup import Bringup
+
+SAFETY_KEYS = ("clamp", "step_limit", "non_finite", "bad_shape", "estop", "no_reference", "invalid_measured")
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    prompt: str
+    success: bool
+    time_to_success: float | None      # s of sim time, None when it failed
+    duration: float                    # s of sim time run
+    chunks: int                        # chunks accepted by the executor
+    interventions: dict[str, int] = field(default_factory=dict)  # safety interventions (excl. holds)
+    rejected_chunks: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class SimSession:
+    def __init__(self, embodiment: str = "trossen_bimanual", task: str = "pick_cube", *, policy: Any = None,
+                 checkpoint: str = "", scripted: bool = False, seed: int = 0, image_rate_hz: float = 15.0,
+                 trigger: str = "request", extra: dict[str, dict[str, Any]] | None = None) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        extra = {k: dict(v) for k, v in (extra or {}).items()}
+        extra.setdefault("sim", {}).update({"task": task, "seed": seed, "image_rate_hz": image_rate_hz,
+                                            "use_sim_time": False})  # the sim IS the clock
+        extra.setdefault("policy", {}).setdefault("warmup_runs", 1)
+        self.scripted = scripted
+        self.bringup = Bringup(embodiment, checkpoint=checkpoint, sim=True, use_sim_time=True, trigger=trigger,
+                               policy=policy, extra=extra, context=self.context)
+        if scripted:
+            # The expert needs the simulator object: build the sim first, then hand it over.
+            self.bringup.policy = _DeferredScripted()
+        self.bringup.start()
+        self.sim = self.bringup.nodes["sim"]
+        if scripted:
+            from pi0_ros.sim.scripted_policy import ScriptedPolicy
+
+            self.bringup.policy.target = ScriptedPolicy(self.sim.env, lambda: self.sim.episode_start_time)
+        self.executor_node = self.bringup.nodes["executor"]
+        self.policy_node = self.bringup.nodes["policy"]
+        self.observation_node = self.bringup.nodes["observation"]
+
+    def spin(self, seconds: float, until=None) -> None:
+        self.bringup.spin_for(seconds, until)
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        from pi0_ros.msg import PolicyStatus
+
+        ok = lambda: self.policy_node.status_msg.state in (PolicyStatus.READY, PolicyStatus.INFERRING)  # noqa: E731
+        self.spin(timeout, ok)
+        if not ok():
+            raise RuntimeError(f"policy not ready: {self.policy_node.status_msg.state_name} "
+                               f"{self.policy_node.status_msg.last_error}")
+
+    def run_episode(self, seed: int, prompt: str | None = None, max_time: float | None = None,
+                    stop_on_success: bool = True, on_step=None) -> EpisodeResult:
+        """Reset the scene with `seed` (and optionally a prompt), run until success or max_time."""
+        sim, ex = self.sim, self.executor_node
+        prompt = sim.reset_episode(seed, prompt=prompt)
+        self.observation_node.reset(prompt)
+        with ex._lock:
+            ex.core.reset(sim.sim_time)
+            before = dict(ex.core.safety.counters)
+            acc0, rej0 = ex.core.scheduler.counters.accepted, sum(ex.core.rejected.values())
+        max_time = max_time if max_time is not None else sim.env.task.duration_s
+        t_success = None
+        wall_end = time.monotonic() + max_time * 5 + 30  # never hang if the sim stalls
+        while sim.env.time < max_time and time.monotonic() < wall_end:
+            self.spin(0.05)
+            if on_step is not None:
+                on_step(self)
+            if t_success is None and sim.env.success():
+                t_success = sim.env.time
+                if stop_on_success:
+                    break
+        after = ex.core.safety.counters
+        interventions = {k: after.get(k, 0) - before.get(k, 0) for k in SAFETY_KEYS}
+        return EpisodeResult(seed=seed, prompt=prompt, success=t_success is not None, time_to_success=t_success,
+                             duration=sim.env.time, chunks=ex.core.scheduler.counters.accepted - acc0,
+                             interventions={k: v for k, v in interventions.items() if v},
+                             rejected_chunks=sum(ex.core.rejected.values()) - rej0)
+
+    def close(self) -> None:
+        self.bringup.stop()
+        rclpy.try_shutdown(context=self.context)
+
+
+class _DeferredScripted:
+    """Stands in for the scripted policy until the simulator exists (same Policy interface)."""
+
+    random_weights = False
+    target: Any = None
+    action_dim = 32
+
+    def warmup(self, n: int = 0):
+        return []
+
+    def infer(self, inp, noise=None):
+        return self.target.infer(inp, noise)
+
+    def __repr__(self) -> str:
+        return repr(self.target)

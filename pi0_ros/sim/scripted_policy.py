@@ -1,0 +1,51 @@
+"""The scripted expert dressed as a policy, so it runs through the same ROS path as pi0
+(observation -> policy node -> ActionChunk -> executor -> command topics -> simulator).
+
+It uses privileged simulator state (the expert's plan made at reset), so it only works in the
+same process as the simulator. Actions are the plan's ticks from the observation time on.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from pi0_ros.policy import PolicyInput, PolicyOutput
+from pi0_ros.sim.env import SimEnv
+from pi0_ros.sim.expert import PickCubeExpert
+
+
+class ScriptedPolicy:
+    random_weights = False
+
+    def __init__(self, env: SimEnv, episode_start: Callable[[], float], action_dim: int = 32, chunk_size: int = 50) -> None:
+        """episode_start(): the ROS stamp (s) of the current episode's tick 0."""
+        self.env, self.episode_start = env, episode_start
+        self.action_dim, self.chunk_size = action_dim, chunk_size
+        self.expert: PickCubeExpert | None = None
+        self._episode_key: object = None
+
+    def plan_for_episode(self) -> PickCubeExpert:
+        key = (self.env.seed if hasattr(self.env, "seed") else None, self.episode_start())
+        if self.expert is None or key != self._episode_key:
+            self.expert = PickCubeExpert(self.env)
+            self._episode_key = key
+        return self.expert
+
+    def warmup(self, n: int = 0) -> list[dict[str, float]]:
+        return []
+
+    def infer(self, inp: PolicyInput, noise=None) -> PolicyOutput:
+        t0 = time.perf_counter()
+        expert = self.plan_for_episode()
+        emb = self.env.embodiment
+        stamp = inp.stamp if getattr(inp, "stamp", None) is not None else self.episode_start() + self.env.time
+        k0 = int(round((stamp - self.episode_start()) / emb.dt))
+        robot = np.stack([expert.act(max(0, k0 + i)) for i in range(self.chunk_size)])  # (H, n) robot units
+        padded = emb.pad(emb.to_model(robot), self.action_dim)
+        ms = (time.perf_counter() - t0) * 1e3
+        return PolicyOutput(actions=padded, timing={"model": ms, "total": ms})
+
+    def __repr__(self) -> str:
+        return f"ScriptedPolicy({self.env.embodiment.name}, privileged sim state)"

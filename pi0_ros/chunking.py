@@ -7,9 +7,9 @@ it; it never replays actions whose slot is past.
 
 Decisions (all times in s):
 
-- Index at time `now`: `i = ceil((now - tol - stamp) / dt)`, the first action whose time is
-  >= now - tol. With the default `tol = dt/2` this is the action *nearest* to now, so a tick
-  that jitters by less than dt/2 around the grid neither skips nor repeats an action.
+- Time-aligned index at `now`: `i = ceil((now - tol - stamp) / dt)`, the first action whose
+  time is >= now - tol. With the default `tol = dt/2` this is the action *nearest* to now.
+  It is used on a chunk's first tick and whenever the phase lock (below) lets go.
 - A chunk *covers* `now` when `now >= stamp - tol` (a chunk stamped in the future, e.g. from
   a policy machine whose clock runs ahead, is "not_due" until then) and its index is inside
   its execution window.
@@ -25,9 +25,18 @@ Decisions (all times in s):
 - Ordering is lexicographic on (stamp, seq): stamp first, so a restarted policy node whose
   seq starts again from 0 is still accepted; seq breaks ties between chunks inferred from
   the same observation. Equal (stamp, seq) is a duplicate.
-- Ticks are counted by index, so after a missed tick the next one jumps ahead; if the index
-  ever goes backwards (the clock jumped back) the tick has no action ("clock_jump") and the
-  node should call `reset()`.
+- Phase lock: once a chunk is executing, the next tick takes the *next* action as long as
+  that action's time is within `lock_window` slots (default 1) of now; only outside that
+  window does the index re-align to time. Why: the control timer's phase relative to the
+  chunk's grid is arbitrary; at a phase near half a slot, pure rounding turns a little tick
+  jitter into repeat/skip pairs (0, 2, 1, 0, 2 ... on a real ROS timer). With the lock, a
+  jittery timer steps 1, 1, 1 and stays within one slot of the chunk's time; a missed tick or
+  a drifting clock re-aligns (a skip), and an action is never sent once its time is a whole
+  slot or more in the past (no replay). `lock_window=0.5` gives plain time rounding.
+  A tick that comes early (or a timer faster than 1/dt) repeats the current action
+  instead of running ahead.
+- If even the action already sent lies a whole slot or more in the future (the clock jumped
+  back) the tick has no action ("clock_jump") and the node should call `reset()`.
 
 `should_request(now)` is true when the current chunk's remaining executable time is <= the
 expected latency + margin, so that a new chunk arrives before the current one runs out.
@@ -130,6 +139,8 @@ class ChunkScheduler:
     execute_steps: actions of a chunk executed open-loop at most (None: the whole chunk).
     action_dim: D every chunk must have (None: fixed by the first accepted chunk).
     tol_fraction: tol = tol_fraction * dt; 0.5 picks the nearest action.
+    lock_window: slots; while executing, keep stepping to the next action while its time is
+        within this many slots of now (see module docstring).
     margin: s added to the latency in `should_request` (None: 2*dt of the current chunk,
         one dt because a request is only made on a tick, one dt of latency jitter).
     initial_latency: s, latency estimate before any `observe_latency` (paper: 73 ms on
@@ -144,6 +155,7 @@ class ChunkScheduler:
         *,
         action_dim: int | None = None,
         tol_fraction: float = 0.5,
+        lock_window: float = 1.0,
         margin: float | None = None,
         initial_latency: float = 0.1,
         latency_alpha: float = 0.2,
@@ -153,11 +165,15 @@ class ChunkScheduler:
             raise ValueError(f"execute_steps must be >= 1 or None, got {execute_steps}")
         if not 0.0 <= tol_fraction < 1.0:
             raise ValueError(f"tol_fraction must be in [0, 1), got {tol_fraction}")
+        if not 0.5 <= lock_window <= 1.0:
+            # Above 1 slot a tick could send an action whose time is over a slot past.
+            raise ValueError(f"lock_window must be in [0.5, 1], got {lock_window}")
         if not 0.0 < latency_alpha <= 1.0:
             raise ValueError(f"latency_alpha must be in (0, 1], got {latency_alpha}")
         self.execute_steps = execute_steps
         self.action_dim = action_dim
         self.tol_fraction = float(tol_fraction)
+        self.lock_window = float(lock_window)
         self.margin = margin
         self.initial_latency = float(initial_latency)
         self.latency_alpha = float(latency_alpha)
@@ -259,8 +275,17 @@ class ChunkScheduler:
             reason = TickReason.NO_CHUNK if self._pending is None else TickReason.NOT_DUE
             return self._no_action(reason)
         i = self._index(cur, now)
-        if i < self._last_index or i < self._start:
-            return self._no_action(TickReason.CLOCK_JUMP)
+        if self._last_index >= 0:
+            nxt = self._last_index + 1
+            ahead = nxt - (now - cur.stamp) / cur.dt  # slots the next action lies in the future
+            if abs(ahead) < self.lock_window:
+                i = nxt  # phase lock: the next action is still (nearly) on time
+            elif ahead >= 2.0:
+                # Even the action already sent lies a whole slot in the future: time went back.
+                return self._no_action(TickReason.CLOCK_JUMP)
+            elif ahead > 0.0:
+                i = self._last_index  # tick came early (or fast): keep the current action
+            # else: behind by lock_window or more (missed tick, drift): re-align to time.
         if i >= self._limit:
             return self._no_action(TickReason.EXHAUSTED)
         self._last_index = i

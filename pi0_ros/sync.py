@@ -39,9 +39,9 @@ Semantics (`ApproximateTimeSync.latest_synchronised(now)`):
 Queues are bounded (oldest dropped first) and kept sorted by stamp, so a message that
 arrives out of order is inserted in place; a message with a stamp already queued replaces
 that entry. Choosing a set walks each queue backwards once: O(total queued messages) per
-call, with a binary search for hold inputs and optional inputs. Everything is
-deterministic (ties go to the newer message). Stamps are compared as floats, so a spread
-that equals `slop` only up to rounding may fall on either side of it.
+call, plus a binary search per hold input. Everything is deterministic (ties go to the
+newer message). Stamps are compared as floats, so a spread that equals `slop` only up to
+rounding may fall on either side of it.
 """
 
 from __future__ import annotations
@@ -298,11 +298,8 @@ class ApproximateTimeSync:
         slop = self.slop
         stamps: dict[str, float] = {n: self._queues[n].stamps[i] for n, i in chosen.items()}
         payloads: dict[str, Any] = {n: self._queues[n].payloads[i] for n, i in chosen.items()}
-        hi = max(stamps.values())
-
         # Hold inputs: the sample nearest to the reference stamp (newest of the queue set).
-        t_ref = hi
-        t_obs = hi
+        t_ref = t_obs = max(stamps.values())
         for n in self._hold:
             q = self._queues[n]
             i = q.nearest(t_ref)

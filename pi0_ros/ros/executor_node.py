@@ -123,6 +123,14 @@ class ExecutorNode(Node):
         res.message = "enabled" if req.data and res.success else ("refused: e-stop engaged" if req.data else "disabled")
         return res
 
+    def reset_episode(self, now: float) -> None:
+        """The robot was moved externally (simulator reset): forget chunks, the last command and
+        the joint states received so far; hold until fresh joint states arrive."""
+        with self._lock:
+            self._joints.clear()
+            self._odom = None
+            self.core.reset(now)
+
     # ------------------------------------------------------------------ control loop
     def _measured(self) -> np.ndarray | None:
         """Latest measured state (n,) or None when any source is missing or older than the timeout."""

@@ -75,8 +75,8 @@ class SimSession:
         sim, ex = self.sim, self.executor_node
         prompt = sim.reset_episode(seed, prompt=prompt)
         self.observation_node.reset(prompt)
+        ex.reset_episode(sim.sim_time)
         with ex._lock:
-            ex.core.reset(sim.sim_time)
             before = dict(ex.core.safety.counters)
             acc0, rej0 = ex.core.scheduler.counters.accepted, sum(ex.core.rejected.values())
         max_time = max_time if max_time is not None else sim.env.task.duration_s

@@ -101,10 +101,11 @@ class PickCubeTask:
         return {c: float(env.object_position(cube_name(c))[2] - self.rest_z[c]) for c in self.colors}
 
     def success(self, env: "SimEnv", target: str | None = None) -> bool:
-        """Target cube lifted and the others still on the table. ``target`` overrides the prompt's."""
+        """Target cube lifted *in a gripper* and the others still on the table. ``target``
+        overrides the prompt's. (A cube knocked into the air is not a success.)"""
         target = target or self.target
         h = self.heights(env)
-        return h[target] >= self.lift_height and all(
+        return h[target] >= self.lift_height and self.reached(env, target) and all(
             h[c] <= self.other_tolerance for c in self.colors if c != target)
 
     def reached(self, env: "SimEnv", target: str | None = None, radius: float = 0.03) -> bool:

@@ -85,12 +85,75 @@ def test_late_chunk_starts_at_ceil_latency_and_never_replays(latency_ms: int) ->
         assert t.t_action >= stamp + k * DT - DT / 2
 
 
-def test_late_chunk_off_grid_tick_takes_nearest_action() -> None:
-    s = ChunkScheduler(execute_steps=25)
-    s.offer(ramp(0.0), now=0.071)
-    assert s.action_at(0.071).index == 4  # 3.55 slots: nearest future-or-now action (tol dt/2)
-    assert s.action_at(0.089).index == 4
-    assert s.action_at(0.091).index == 5
+def test_off_grid_ticks_plain_rounding_vs_phase_lock() -> None:
+    plain = ChunkScheduler(execute_steps=25, lock_window=0.5)  # pure time rounding
+    plain.offer(ramp(0.0), now=0.071)
+    assert plain.action_at(0.071).index == 4  # 3.55 slots: nearest future-or-now action
+    assert plain.action_at(0.089).index == 4  # 4.45 slots: still nearest to 4 (a repeat)
+    assert plain.action_at(0.091).index == 5
+    locked = ChunkScheduler(execute_steps=25)
+    locked.offer(ramp(0.0), now=0.071)
+    assert locked.action_at(0.071).index == 4
+    assert locked.action_at(0.089).index == 5  # the next action, 0.55 slots ahead: no repeat
+
+
+def test_timer_phase_at_half_slot_with_jitter_neither_skips_nor_repeats() -> None:
+    # The control timer ticks half a slot off the chunk's grid, +-0.1 slot of jitter.
+    jitter = [0.1, -0.1] * 12
+    locked = ChunkScheduler(execute_steps=25)
+    locked.offer(ramp(0.0), now=0.0)
+    idx = [locked.action_at((k + 0.5 + j) * DT).index for k, j in enumerate(jitter)]
+    assert np.diff(idx).tolist() == [1] * 23
+    # Plain rounding turns the same jitter into repeat/skip pairs.
+    plain = ChunkScheduler(execute_steps=25, lock_window=0.5)
+    plain.offer(ramp(0.0), now=0.0)
+    idx = [plain.action_at((k + 0.5 + j) * DT).index for k, j in enumerate(jitter)]
+    assert 0 in np.diff(idx).tolist() and 2 in np.diff(idx).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    phase=st.floats(0.0, 1.0),
+    gaps=st.lists(st.floats(0.4, 3.0), min_size=1, max_size=40),
+    lock=st.sampled_from([0.5, 0.75, 1.0]),
+)
+def test_any_tick_pattern_stays_within_the_lock_window(
+    phase: float, gaps: list[float], lock: float
+) -> None:
+    s = ChunkScheduler(execute_steps=None, lock_window=lock)
+    s.offer(ramp(0.0, h=200), now=0.0)
+    t = phase * DT
+    prev = -1
+    for g in [0.0, *gaps]:
+        t += g * DT
+        tick = s.action_at(t)
+        assert tick.action is not None
+        x = t / DT
+        # Never a slot or more in the past (no replay), never a slot or more early.
+        assert abs(tick.index - x) < max(lock, 0.5) + 1e-9
+        assert tick.index >= prev  # never backwards
+        prev = tick.index
+
+
+def test_fast_timer_repeats_never_skips_or_jumps() -> None:
+    s = ChunkScheduler(execute_steps=None)
+    s.offer(ramp(0.0), now=0.0)
+    ticks = [s.action_at(k * DT / 2) for k in range(60)]  # a 100 Hz timer on a 50 Hz chunk
+    assert all(t.reason == TickReason.OK for t in ticks)
+    idx = [t.index for t in ticks]
+    assert set(np.diff(idx).tolist()) == {0, 1}
+    assert all(abs(i - k / 2) <= 1.0 + 1e-9 for k, i in enumerate(idx))  # within one slot
+
+
+@pytest.mark.parametrize(("period", "repeats", "skips"), [(1.05, False, True), (0.95, True, False)])
+def test_clock_drift_realigns(period: float, repeats: bool, skips: bool) -> None:
+    s = ChunkScheduler(execute_steps=None)
+    s.offer(ramp(0.0), now=0.0)
+    idx = [s.action_at(k * period * DT).index for k in range(45)]
+    d = np.diff(idx).tolist()
+    assert set(d) <= {0, 1, 2}
+    assert (0 in d) == repeats and (2 in d) == skips
+    assert all(abs(i - k * period) < 1.0 for k, i in enumerate(idx))
 
 
 def test_switches_to_newer_chunk_at_its_time_aligned_index() -> None:

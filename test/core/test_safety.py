@@ -205,7 +205,7 @@ def test_watchdog_hold_from_a_separate_timer() -> None:
     f = make()
     cmd(f, np.array([0.02, 0.0, 0.5, 0.3, 0.0]), 0.0, HOME)
     assert f.is_stale(1.0)
-    out = f.hold(1.0, reason="stale")
+    out = f.hold(reason="stale")
     assert out is not None and out.held and out.values[3] == 0.0 and out.values[0] == 0.02
     assert f.counters["stale"] == 1
 

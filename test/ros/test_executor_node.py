@@ -60,9 +60,11 @@ def test_follows_ramp_at_expected_times(graph):
     rows = [(t, v) for t, v in robot.commanded[n_before:] if t >= t0 - 0.01]
     idx = [index_of(v, start, 0.002) for t, v in rows]
     executed = [i for i in idx if i > 0.5]
-    # Consecutive ramp indices: no skip, no repeat, while executing (25 = execute_steps).
+    # Consecutive ramp indices while executing (25 = execute_steps): never a repeat or a step
+    # back; a skip only when a tick ran a whole slot late (a loaded CI machine), and rarely.
     diffs = np.diff(np.round(executed[:20]))
-    assert np.all(diffs == 1), diffs
+    assert np.all(diffs >= 1), diffs
+    assert np.sum(diffs > 1) <= 2, diffs
     # Each command is the action meant for its time: |index - (t - t0)/dt| <= 1.5 ticks.
     for (t, v), i in list(zip(rows, idx))[:20]:
         if i > 0.5:

@@ -86,6 +86,7 @@ class FakeRobot:
         self.emb, self.state = emb, np.array(state, dtype=float)
         self.node = graph.node("fake_robot")
         self.alive = True
+        self.track = True
         self.cameras_alive = True
         self.commands: dict[str, list[tuple[float, Any]]] = {o.name: [] for o in emb.outputs}
         self.commanded: list[tuple[float, np.ndarray]] = []
@@ -103,11 +104,17 @@ class FakeRobot:
             cls, _ = make_builder(o, [emb.dims[i] for i in o.indices], emb.dt)
             self.node.create_subscription(cls, o.topic, lambda m, n=o.name: self.commands[n].append((now(self.node), m)),
                                           reliable)
-        self.node.create_subscription(JointState, "/pi0_executor/commanded",
-                                      lambda m: self.commanded.append((now(self.node), np.array(m.position))), reliable)
+        self.node.create_subscription(JointState, "/pi0_executor/commanded", self._on_commanded, reliable)
         self.node.create_timer(1.0 / joint_rate, self._publish_joints)
         if camera_rate > 0:
             self.node.create_timer(1.0 / camera_rate, self._publish_cameras)
+
+    def _on_commanded(self, m: JointState) -> None:
+        pos = np.array(m.position)
+        # The executor's stamp of the tick (not our receipt time, which adds DDS delivery delay).
+        self.commanded.append((m.header.stamp.sec + m.header.stamp.nanosec * 1e-9, pos))
+        if self.track and pos.shape == self.state.shape:
+            self.state = pos.copy()  # a perfect position controller
 
     def _publish_joints(self) -> None:
         if not self.alive:

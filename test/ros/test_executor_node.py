@@ -181,7 +181,8 @@ def test_estop_holds_and_needs_enable(graph):
 def test_requests_next_chunk_before_current_runs_out(graph):
     emb, robot, ex, pub = setup(graph)
     requests: list[float] = []
-    robot.node.create_subscription(Header, "/chunk_request", lambda m: requests.append(now(robot.node)), RELIABLE)
+    robot.node.create_subscription(Header, "/chunk_request",
+                                   lambda m: requests.append(m.stamp.sec + m.stamp.nanosec * 1e-9), RELIABLE)
     t0 = now(robot.node)
     pub.publish(make_chunk(emb, ramp(emb, mid_state(emb)), t0, seq=1))
     t_end = t0 + emb.execute_steps * emb.dt

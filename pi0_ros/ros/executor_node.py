@@ -6,6 +6,7 @@ publishes it to every configured output (unless dry_run).
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -43,6 +44,7 @@ class ExecutorNode(Node):
             "require_joint_states": True,  # False: robots without position feedback
             "start_enabled": True,
             "diagnostics_period": 1.0,    # s
+            "realtime_priority": 0,       # >0: SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE)
         })
         self.embodiment = emb = load_embodiment(p["embodiment"])
         self.params = p
@@ -152,7 +154,18 @@ class ExecutorNode(Node):
         except JointStateError:
             return None
 
+    def _set_realtime(self) -> None:
+        prio = int(self.params["realtime_priority"])
+        if prio <= 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))  # this thread only
+            self.get_logger().info(f"control thread runs SCHED_FIFO priority {prio}")
+        except (PermissionError, OSError, AttributeError) as e:
+            self.get_logger().warning(f"realtime_priority {prio} not available ({e}); running at normal priority")
+
     def _control_loop(self) -> None:
+        self._set_realtime()
         period = 1.0 / self.embodiment.control_rate_hz
         next_t = time.monotonic() + period
         last = None

@@ -87,6 +87,9 @@ class ObservationNode(Node):
             return
         with self._lock:
             self.assembler.add_image(slot, stamp_to_sec(msg.header.stamp), rgb)
+        # Event-driven: publish as soon as the frame completes a synchronised set (no timer
+        # phase delay); the timer below is the fallback for late joint states.
+        self._publish()
 
     def _on_joints(self, source: str, msg: JointState) -> None:
         try:
@@ -124,17 +127,21 @@ class ObservationNode(Node):
         now = now_sec(self)
         with self._lock:
             result = self.assembler.assemble(now)
+            obs = result.observation
+            if obs is not None and obs.t_obs <= self._last_t_obs:
+                return  # nothing newer (checked under the lock: callbacks run concurrently)
+            if obs is not None:
+                self._last_t_obs = obs.t_obs
         self.last_reason = result.reason
-        obs = result.observation
-        if obs is None or obs.t_obs <= self._last_t_obs:
+        if obs is None:
             return
-        self._last_t_obs = obs.t_obs
         emb = self.embodiment
         msg = Observation()
         msg.header.stamp = sec_to_stamp(obs.t_obs)
         msg.embodiment = emb.name
-        msg.sequence = self.sequence
-        self.sequence += 1
+        with self._lock:
+            msg.sequence = self.sequence
+            self.sequence += 1
         msg.camera_slots = [c.slot for c in emb.cameras]
         msg.images = [rgb_to_image(obs.images[c.slot], sec_to_stamp(obs.input_stamps[f"camera:{c.slot}"]))
                       if obs.image_valid[c.slot] else Image() for c in emb.cameras]

@@ -77,7 +77,8 @@ class PolicyNode(Node):
         self.sequence = 0
         self.model_ms: deque[float] = deque(maxlen=200)
         self.latency_ms: deque[float] = deque(maxlen=200)
-        self.overhead_ms: deque[float] = deque(maxlen=200)
+        self.overhead_ms: deque[float] = deque(maxlen=200)  # ms in this node besides the model
+        self.wait_ms: deque[float] = deque(maxlen=200)      # ms from t_obs to the start of inference
         self.policy = policy
         if self.status_msg.random_weights:
             self.get_logger().warning("!!! No checkpoint given: the tiny pi0 preset with RANDOM weights. Its actions are "
@@ -147,6 +148,7 @@ class PolicyNode(Node):
         from pi0_ros.policy import PolicyInput
 
         emb, t0 = self.embodiment, time.perf_counter()
+        wait_ms = (now_sec(self) - stamp_to_sec(obs.header.stamp)) * 1e3  # observation age at start
         try:
             if obs.embodiment != emb.name or list(obs.state_names) != emb.dim_names:
                 raise ValueError(f"observation is for '{obs.embodiment}' with dims {list(obs.state_names)[:3]}..., "
@@ -186,6 +188,7 @@ class PolicyNode(Node):
         self.model_ms.append(model_ms)
         self.latency_ms.append(latency)
         self.overhead_ms.append((time.perf_counter() - t0) * 1e3 - model_ms)
+        self.wait_ms.append(wait_ms)
         s = self.status_msg
         s.chunks_produced = self.sequence
         s.inference_ms = float(model_ms)

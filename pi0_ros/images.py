@@ -2,7 +2,8 @@
 
 The nodes pass a sensor_msgs/Image's fields (or a CompressedImage's bytes) here and get an
 RGB uint8 array (H, W, 3). Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3
-(taken as bgr8, OpenCV's default), mono16, 16UC1 (scaled to 8 bit), rgb16, bgr16.
+(taken as bgr8, OpenCV's default), mono16, 16UC1 (scaled to 8 bit), rgb16, bgr16. Also the
+model's aspect-preserving `resize_with_pad` (torch-free, so the observation node needs no torch).
 """
 from __future__ import annotations
 
@@ -81,8 +82,62 @@ def encode_compressed(rgb: np.ndarray, fmt: str = "jpeg", quality: int = 90) -> 
     return enc.tobytes()
 
 
-def resize_with_pad(img: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Aspect-preserving resize with black padding (openpi convention); see model.preprocess."""
-    from pi0_ros.model.preprocess import resize_with_pad as _rwp  # TODO(lead): move here, torch-free
+def _check_rgb_uint8(img: np.ndarray, name: str = "image") -> None:
+    """Raise ValueError unless `img` is an (H, W, 3) uint8 array with H, W >= 1."""
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(img).__name__}")
+    if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+        raise ValueError(
+            f"{name}: grayscale image of shape {img.shape}; π0 expects RGB (H, W, 3). "
+            "Convert explicitly, e.g. np.repeat(img[..., None], 3, axis=-1)."
+        )
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"{name}: expected an RGB image of shape (H, W, 3), got {img.shape}")
+    if img.dtype != np.uint8:
+        raise ValueError(f"{name}: expected dtype uint8, got {img.dtype}")
+    if img.shape[0] < 1 or img.shape[1] < 1:
+        raise ValueError(f"{name}: empty image of shape {img.shape}")
 
-    return _rwp(img, height, width)
+
+def resized_shape(cur_height: int, cur_width: int, height: int, width: int) -> tuple[int, int]:
+    """Size (h, w) of the image content inside the padded output (openpi's formula)."""
+    ratio = max(cur_width / width, cur_height / height)
+    return max(1, int(cur_height / ratio)), max(1, int(cur_width / ratio))
+
+
+def resize_with_pad(
+    img: np.ndarray,
+    height: int = 224,
+    width: int = 224,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 RGB image to (height, width, 3) keeping its aspect ratio.
+
+    The image is scaled so that it fits, centred, and the rest is filled with black (0).
+    With an odd amount of padding the extra row/column goes to the bottom/right, as in
+    openpi (and tf.image.resize_with_pad). `out`, if given, must be a (height, width, 3)
+    uint8 array; it is filled in place and returned (no other allocation).
+    """
+    _check_rgb_uint8(img)
+    cur_h, cur_w = img.shape[:2]
+    new_h, new_w = resized_shape(cur_h, cur_w, height, width)
+    if out is None:
+        out = np.zeros((height, width, 3), dtype=np.uint8)
+    else:
+        if out.shape != (height, width, 3) or out.dtype != np.uint8:
+            raise ValueError(f"out: expected ({height}, {width}, 3) uint8, got {out.shape} {out.dtype}")
+        out.fill(0)
+    top = (height - new_h) // 2
+    left = (width - new_w) // 2
+    region = out[top : top + new_h, left : left + new_w]
+    if (new_h, new_w) == (cur_h, cur_w):
+        region[...] = img
+    else:
+        shrinking = new_h < cur_h or new_w < cur_w
+        interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        if not img.flags.c_contiguous:
+            img = np.ascontiguousarray(img)
+        result = cv2.resize(img, (new_w, new_h), dst=region, interpolation=interpolation)
+        if not np.shares_memory(result, out):  # OpenCV chose its own buffer; copy it in.
+            region[...] = result
+    return out

@@ -1,0 +1,1 @@
+"""Benchmarks (`pi0-ros bench ...`). Each submodule offers `add_arguments(parser)` and `run(args)`."""

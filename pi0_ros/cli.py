@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "bringup": ("pi0_ros.ros.bringup", "run the observation, policy and executor nodes in one process"),
     "eval": ("pi0_ros.evaluation", "closed-loop episodes in the simulator through the ROS nodes"),
     "record": ("pi0_ros.data.record", "record rosbag2 (mcap) episodes of an embodiment's topics"),
+    "collect": ("pi0_ros.ros.collect", "record scripted-expert demonstrations in the simulator into rosbags"),
     "bag2dataset": ("pi0_ros.data.bag2dataset", "convert rosbag2 episodes into a LeRobot-style dataset"),
     "train": ("pi0_ros.training.train", "fine-tune pi0 on datasets (flow-matching loss)"),
     "bench": {

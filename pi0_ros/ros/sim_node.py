@@ -42,16 +42,12 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from pi0_ros.robots.embodiment import Output
+from pi0_ros.ros.conversions import sec_to_stamp
 from pi0_ros.sim.env import SimEnv
 
 PROMPT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
 CLOCK_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-def _stamp(t: float) -> TimeMsg:
-    sec = int(math.floor(t))
-    return TimeMsg(sec=sec, nanosec=int(round((t - sec) * 1e9)) % 1_000_000_000)
 
 
 class SimNode(Node):
@@ -227,7 +223,7 @@ class SimNode(Node):
         self._publish_state()
 
     def _publish_state(self) -> None:
-        stamp = _stamp(self.sim_time)
+        stamp = sec_to_stamp(self.sim_time)
         if self._clock_pub is not None:
             self._clock_pub.publish(Clock(clock=stamp))
         pos, vel, eff = self.env.joint_positions(), self.env.joint_velocities(), self.env.joint_efforts()

@@ -105,3 +105,11 @@ def test_sim_node_topics_and_commands(ros):
     after = got["left"][-1].header.stamp
     assert (after.sec, after.nanosec) > (before.sec, before.nanosec)
     assert spin_until(ex, lambda: len(got["prompt"]) >= n_prompts, timeout=2.0)
+
+
+def test_sim_stamps_never_round_down_a_whole_second():
+    """3.9999999 s must become 4.0 s, not 3.0 s (a rounding bug once made stamps jump back)."""
+    from pi0_ros.ros.conversions import sec_to_stamp, stamp_to_sec
+
+    for t in (3.9999999999, 0.99999999996, 12.04, 7.0):
+        assert abs(stamp_to_sec(sec_to_stamp(t)) - t) < 1e-9

@@ -34,7 +34,7 @@ from pi0_ros.model.normalize import (
     load_norm_stats,
     save_norm_stats,
 )
-from pi0_ros.model.preprocess import images_to_model
+from pi0_ros.model.preprocess import CAMERA_SLOTS, images_to_model
 from pi0_ros.model.tokenizer import TOKENIZER_FILENAME, PromptTokenizer, tiny_tokenizer
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ class Policy:
         self.normalizer = normalizer if normalizer is not None else Normalizer.identity()
         self.num_steps = int(num_steps)
         self.random_weights = False  # True for tiny_random: say so loudly wherever it runs
+        self._ignored_cameras: set[str] = set()
         if tokenizer.max_len > self.config.max_token_len:
             raise ValueError(
                 f"tokenizer max_len {tokenizer.max_len} exceeds the model's max_token_len "
@@ -152,7 +153,16 @@ class Policy:
 
         state = self._check_input(inp)
         size = self.config.vision.image_size
-        pixels, image_mask = images_to_model(inp.images, self.camera_names, size, size)
+        images = inp.images
+        # Known slots the model lacks are dropped; unknown names still fail in images_to_model.
+        extra = (set(images) - set(self.camera_names)) & set(CAMERA_SLOTS)
+        if extra:
+            # A checkpoint trained with fewer camera slots (e.g. only base_0_rgb) ignores the others.
+            if extra - self._ignored_cameras:
+                self._ignored_cameras |= extra
+                logger.warning("the model has camera slots %s; ignoring %s", list(self.camera_names), sorted(extra))
+            images = {k: v for k, v in images.items() if k in self.camera_names}
+        pixels, image_mask = images_to_model(images, self.camera_names, size, size)
         tokens, token_mask = self.tokenizer.encode(inp.prompt)
         norm_state = self.normalizer.normalize(state, "state")
         inputs = ModelInputs(

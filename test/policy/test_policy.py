@@ -251,3 +251,19 @@ def test_from_checkpoint_dtype_and_missing_dir(tiny, tmp_path):
 def test_normalizer_needs_state_and_actions(tok, stats):
     with pytest.raises(ValueError, match="actions"):
         Policy(FakeModel(), tok, Normalizer({"state": stats["state"]}))
+
+
+def test_cameras_the_model_does_not_have_are_ignored():
+    """A checkpoint trained on the top camera only runs on a robot that publishes three."""
+    import numpy as np
+
+    from pi0_ros.policy import Policy, PolicyInput
+
+    one = Policy.tiny_random(seed=0, num_cameras=1)
+    img = np.full((48, 64, 3), 128, np.uint8)
+    state = np.zeros(one.action_dim)
+    noise = np.zeros((one.chunk_size, one.action_dim), np.float32)
+    a = one.infer(PolicyInput({"base_0_rgb": img}, state, "pick up the red cube"), noise=noise).actions
+    b = one.infer(PolicyInput({"base_0_rgb": img, "left_wrist_0_rgb": img * 0, "right_wrist_0_rgb": img * 0},
+                              state, "pick up the red cube"), noise=noise).actions
+    np.testing.assert_array_equal(a, b)

@@ -39,7 +39,7 @@ setup(
                 "ros-geometry-msgs", "ros-nav-msgs", "ros-diagnostic-msgs", "ros-visualization-msgs",
                 "ros-rosgraph-msgs"],
         "sim": ["mujoco>=3.2"],
-        "data": ["rosbags>=0.10", "matplotlib>=3.7"],
+        "data": ["rosbags>=0.10", "pyarrow>=14", "matplotlib>=3.7"],
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "transformers>=5"],
     },
     entry_points={

@@ -203,6 +203,16 @@ PRESETS: dict[str, PI0Config] = {
         vocab_size=1024,
         action_dim=32,
     ),
+    # The checkpoint `make demo` ships: trained from scratch on simulator demonstrations on a
+    # 2-core CPU (README "Fine-tune"). Top camera only, at 112x112 (49 patches): ~2.7M params.
+    "sim": PI0Config(
+        vision=SiglipConfig(width=96, depth=3, mlp_dim=384, num_heads=4, patch_size=16, image_size=112),
+        vlm=GemmaConfig(width=192, depth=3, mlp_dim=768, num_heads=4, num_kv_heads=1, head_dim=48),
+        expert=GemmaConfig(width=96, depth=3, mlp_dim=384, num_heads=4, num_kv_heads=1, head_dim=48),
+        vocab_size=1024,
+        action_dim=32,
+        num_cameras=1,
+    ),
 }
 
 

@@ -1,0 +1,820 @@
+"""`pi0-ros bag2dataset`: rosbag2 episodes (mcap or sqlite3) -> a LeRobotDataset v3-style dataset.
+
+    pi0-ros bag2dataset recordings/ --embodiment ur5e --out datasets/pick [--fps 20] [--actions auto]
+
+BAG arguments are bag directories (metadata.yaml), single .mcap/.db3 files, or directories
+holding bag directories (e.g. the output of `pi0-ros record`; every episode_* inside).
+
+Per bag:
+1. Episodes: each /pi0_episode start..stop marker pair is one episode (prompt and success from
+   the markers); a bag without markers is one episode, tagged from its episode.json, else from
+   its last /prompt message, else from --prompt.
+2. Synchronisation (times: header stamps of sensor messages, bag receive times for
+   headerless messages such as commands; --time-source bag uses receive times everywhere, and
+   `auto` falls back to it when header and receive clocks disagree by more than 2 s). Frame k
+   is at t0 + k/fps: joint positions and base velocities are linearly interpolated per dim
+   (dims are matched BY NAME through the embodiment), each camera gives its nearest frame,
+   which must lie within --image-tolerance.
+3. Gaps: a topic that is silent for more than --max-gap seconds inside an episode either splits
+   the episode into the pieces around the gap (--on-gap split, default; pieces shorter than
+   --min-frames are dropped) or rejects the bag (--on-gap reject). Either way the CLI names
+   the bag, topic and time.
+4. Action labels (robot units, embodiment dim order):
+   - commands: the commanded targets on the embodiment's command topics (Float64MultiArray
+     data, JointTrajectory first point by joint name, Twist fields), zero-order hold: the label
+     of frame k is the last command at or before t_k. Episodes start at the first frame at
+     which every output has been commanded.
+   - next_state: the measured state of frame k+1 (the last frame repeats its own state).
+   - auto (default): commands when every command topic has messages in the episode, else
+     next_state. The choice is printed, stored per episode (meta/episodes: action_source) and
+     in meta/info.json (pi0_ros.action_source: commands | next_state | mixed).
+
+Output layout (LeRobot v3 names; images as files, the way LeRobot stores image features
+before encoding videos):
+
+    meta/info.json            codebase_version v3.0, fps, features (dtype/shape/names), paths,
+                              "pi0_ros": embodiment, dims (+ gripper open/closed), action_source
+    meta/stats.json           per feature: mean, std, min, max, q01, q99, count (robot units;
+                              images per channel in [0, 1], shape (3, 1, 1))
+    meta/tasks.parquet        task_index, task
+    meta/episodes/chunk-000/file-000.parquet
+                              episode_index, tasks, length, dataset_from_index, dataset_to_index,
+                              data/chunk_index, data/file_index, success, action_source, source_bag, ...
+    data/chunk-000/file-000.parquet
+                              observation.state, action (float32 (n,) robot units),
+                              observation.images.<slot> ({bytes: null, path}), timestamp,
+                              frame_index, episode_index, index, task_index
+    images/observation.images.<slot>/episode-000000/frame-000000.jpg   224x224 RGB, resize_with_pad
+    norm_stats.json           openpi format {"norm_stats": {"state", "actions"}}: MODEL convention
+                              (grippers in [0, 1]), one entry per slot 0..max slot (= the n dims
+                              in order for every shipped embodiment), unpadded
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rosbags.rosbag2 import Reader
+from tqdm import tqdm
+
+from pi0_ros.data import bagio
+from pi0_ros.data.record import EPISODE_JSON
+from pi0_ros.data.topics import EPISODE_TOPIC, PROMPT_TOPIC
+from pi0_ros.images import decode_compressed, decode_raw
+from pi0_ros.model.normalize import NormStats, save_norm_stats
+from pi0_ros.robots.embodiment import BASE_KINDS, Embodiment, load_embodiment
+
+logger = logging.getLogger(__name__)
+
+CODEBASE_VERSION = "v3.0"
+IMAGE_SIZE = 224
+CHUNKS_SIZE = 1000            # files per chunk directory (LeRobot default)
+DATA_FILE_SIZE_MB = 100       # roll data files over at about this size (LeRobot default)
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+IMAGE_PATH = "images/{image_key}/episode-{episode_index:06d}/frame-{frame_index:06d}.{ext}"
+NORM_STATS_FILE = "norm_stats.json"
+CLOCK_MISMATCH_S = 2.0        # header vs receive clock disagreement that switches `auto` to bag time
+ACTION_SOURCES = ("auto", "commands", "next_state")
+_TWIST = {"base_vx": ("linear", "x"), "base_vy": ("linear", "y"), "base_wz": ("angular", "z")}
+
+
+class ConversionError(ValueError):
+    """A bag cannot be converted; the message names the bag, the topic and why."""
+
+
+def image_key(slot: str) -> str:
+    return f"observation.images.{slot}"
+
+
+# ------------------------------------------------------------------------------ reading
+@dataclass
+class Series:
+    """Samples of one scalar over time: t (ns, sorted) and v."""
+
+    topic: str
+    t: list[int] = field(default_factory=list)
+    v: list[float] = field(default_factory=list)
+
+    def arrays(self, a: int | None = None, b: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        t = np.asarray(self.t, dtype=np.int64)
+        v = np.asarray(self.v, dtype=np.float64)
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        if a is not None:
+            keep = (t >= a) & (t <= b)
+            t, v = t[keep], v[keep]
+        return t, v
+
+
+@dataclass
+class BagContent:
+    path: Path
+    topics: dict[str, str]                          # topic -> msgtype
+    counts: dict[str, int]
+    state: dict[str, Series]                        # dim name -> series
+    commands: dict[str, Series]                     # dim name -> series
+    cameras: dict[str, np.ndarray]                  # slot -> frame times (ns) in bag order
+    prompts: list[tuple[int, str]]
+    markers: list[tuple[int, dict[str, Any]]]
+    episode_json: dict[str, Any] | None
+    time_source: str
+    start_ns: int
+    end_ns: int
+
+
+@dataclass
+class EpisodePlan:
+    bag: Path
+    prompt: str
+    success: bool | None
+    action_source: str
+    frame_times: np.ndarray                          # (F,) ns
+    state: np.ndarray                                # (F, n) robot units
+    action: np.ndarray                               # (F, n) robot units
+    camera_frames: dict[str, np.ndarray]             # slot -> (F,) ordinal of the camera message
+    note: str = ""
+
+
+def find_bags(paths: list[str | Path]) -> list[Path]:
+    """Expand CLI paths into bag paths (bag dirs, .mcap/.db3 files, dirs of bag dirs)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise ConversionError(f"{p}: no such bag or directory")
+        if p.is_file() or (p / "metadata.yaml").is_file():
+            out.append(p)
+            continue
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and (d / "metadata.yaml").is_file())
+        if not subs:
+            raise ConversionError(f"{p}: not a rosbag2 directory (no metadata.yaml) and holds no bag directories")
+        out.extend(subs)
+    return out
+
+
+def _stamp_ns(msg: Any) -> int | None:
+    h = getattr(msg, "header", None)
+    if h is None:
+        return None
+    ns = int(h.stamp.sec) * 1_000_000_000 + int(h.stamp.nanosec)
+    return ns if ns > 0 else None
+
+
+def read_bag(path: Path, emb: Embodiment, time_source: str = "auto", progress: bool = True) -> BagContent:
+    """Pass 1: everything but the pixels (camera messages are only timed)."""
+    try:
+        reader = Reader(path)
+        reader.open()
+    except Exception as e:  # noqa: BLE001 - rosbags raises several types
+        raise ConversionError(f"{path}: cannot open as rosbag2: {type(e).__name__}: {e}") from e
+    try:
+        store = bagio.typestore(reader.connections)
+        topics = {c.topic: c.msgtype for c in reader.connections}
+        counts: dict[str, int] = defaultdict(int)
+        for c in reader.connections:
+            counts[c.topic] += c.msgcount
+
+        def need(topic: str, types: tuple[str, ...], what: str) -> None:
+            if topic not in topics or counts[topic] == 0:
+                have = ", ".join(sorted(t for t in topics if counts[t])) or "none"
+                raise ConversionError(f"{path}: topic {topic} ({what}) is missing or empty; topics with messages: {have}")
+            if topics[topic] not in types:
+                raise ConversionError(f"{path}: topic {topic} ({what}) has type {topics[topic]}, expected {' or '.join(types)}")
+
+        for cam in emb.cameras:
+            need(cam.topic, ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage"), f"camera {cam.slot}")
+        for src, topic in emb.joint_state_sources.items():
+            need(topic, ("sensor_msgs/msg/JointState",), f"joint states '{src}'")
+        if emb.odometry_topic:
+            need(emb.odometry_topic, ("nav_msgs/msg/Odometry",), "base odometry")
+
+        # Per-dim series. Joint states by (topic, joint name) -> dim names.
+        state = {d.name: Series(emb.joint_state_sources[d.source] if d.source else emb.odometry_topic or "") for d in emb.dims}
+        by_topic_joint: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        for d in emb.dims:
+            if d.source:
+                by_topic_joint[emb.joint_state_sources[d.source]][d.joint].append(d.name)  # type: ignore[index]
+        commands: dict[str, Series] = {}
+        out_by_topic = {}
+        for o in emb.outputs:
+            if topics.get(o.topic) == o.type and counts[o.topic]:
+                out_by_topic[o.topic] = o
+                for dn in o.dims:
+                    commands[dn] = Series(o.topic)
+        cam_topics = {c.topic: c.slot for c in emb.cameras}
+        cam_times: dict[str, list[int]] = {c.slot: [] for c in emb.cameras}
+        offsets: dict[str, list[int]] = defaultdict(list)
+        prompts: list[tuple[int, str]] = []
+        markers: list[tuple[int, dict[str, Any]]] = []
+        wanted = set(by_topic_joint) | set(out_by_topic) | set(cam_topics) | {PROMPT_TOPIC, EPISODE_TOPIC}
+        if emb.odometry_topic:
+            wanted.add(emb.odometry_topic)
+        conns = [c for c in reader.connections if c.topic in wanted]
+        odom_dims = [d for d in emb.dims if d.kind in BASE_KINDS]
+        kinds = {d.name: d.kind for d in emb.dims}
+        total = sum(c.msgcount for c in conns)
+        bag_t: dict[str, list[int]] = defaultdict(list)
+        for conn, t_bag, raw in tqdm(reader.messages(conns), total=total, desc=f"read {path.name}",
+                                     unit="msg", disable=not progress, leave=False):
+            topic = conn.topic
+            try:
+                msg = store.deserialize_cdr(raw, conn.msgtype)
+            except Exception as e:  # noqa: BLE001
+                raise ConversionError(f"{path}: topic {topic}: cannot deserialize {conn.msgtype}: {e}") from e
+            stamp = _stamp_ns(msg)
+            if stamp is not None:
+                offsets[topic].append(stamp - t_bag)
+            t = stamp if stamp is not None else t_bag
+            bag_t[topic].append(t_bag)
+            if topic in cam_topics:
+                cam_times[cam_topics[topic]].append(t)
+            elif topic in by_topic_joint:
+                names, pos = list(msg.name), np.asarray(msg.position, dtype=np.float64)
+                if len(names) != len(pos):
+                    raise ConversionError(f"{path}: topic {topic}: JointState with {len(names)} names but {len(pos)} positions")
+                for jn, p in zip(names, pos):
+                    for dn in by_topic_joint[topic].get(jn, ()):
+                        if math.isfinite(p):
+                            state[dn].t.append(t)
+                            state[dn].v.append(float(p))
+            elif topic == emb.odometry_topic:
+                for d in odom_dims:
+                    part, axis = _TWIST[d.kind]
+                    state[d.name].t.append(t)
+                    state[d.name].v.append(float(getattr(getattr(msg.twist.twist, part), axis)))
+            elif topic in out_by_topic:
+                _add_command(path, out_by_topic[topic], msg, t, commands, kinds)
+            elif topic == PROMPT_TOPIC:
+                prompts.append((t_bag, str(msg.data)))
+            elif topic == EPISODE_TOPIC:
+                try:
+                    markers.append((t_bag, json.loads(msg.data)))
+                except json.JSONDecodeError:
+                    logger.warning("%s: %s: ignoring a marker that is not JSON: %r", path, topic, msg.data[:80])
+        start_ns, end_ns = reader.start_time, reader.end_time
+    finally:
+        reader.close()
+
+    for d in emb.dims:
+        if not state[d.name].t:
+            where = f"joint '{d.joint}' on {state[d.name].topic}" if d.source else f"base velocity on {emb.odometry_topic}"
+            raise ConversionError(f"{path}: no samples for dim '{d.name}' ({where}): is the joint name right?")
+
+    # Header clocks vs receive clock.
+    if time_source == "auto":
+        bad = {tp: np.median(np.abs(o)) * 1e-9 for tp, o in offsets.items() if o and np.median(np.abs(o)) * 1e-9 > CLOCK_MISMATCH_S}
+        time_source = "header"
+        if bad:
+            tp, off = max(bad.items(), key=lambda kv: kv[1])
+            logger.warning("%s: header stamps of %s are %.1f s off the receive time (sim time vs wall clock?): "
+                           "using bag receive times for every topic", path, tp, off)
+            time_source = "bag"
+    if time_source == "bag":  # re-time everything with receive times
+        cam_times = {s: list(bag_t[t]) for t, s in cam_topics.items()}
+        state = _retime(state, bag_t, offsets)
+    ep_json = None
+    if path.is_dir() and (path / EPISODE_JSON).is_file():
+        ep_json = json.loads((path / EPISODE_JSON).read_text())
+    return BagContent(path, topics, dict(counts), state, commands,
+                      {s: np.asarray(v, dtype=np.int64) for s, v in cam_times.items()},
+                      prompts, markers, ep_json, time_source, start_ns, end_ns)
+
+
+def _retime(state: dict[str, Series], bag_t: dict[str, list[int]], offsets: dict[str, list[int]]) -> dict[str, Series]:
+    """Shift stamped series onto the receive clock with each topic's median offset."""
+    out = {}
+    for name, s in state.items():
+        off = int(np.median(offsets[s.topic])) if offsets.get(s.topic) else 0
+        out[name] = Series(s.topic, [t - off for t in s.t], list(s.v))
+    return out
+
+
+def _add_command(path: Path, o: Any, msg: Any, t: int, commands: dict[str, Series], kinds: dict[str, str]) -> None:
+    if o.type == "std_msgs/msg/Float64MultiArray":
+        data = np.asarray(msg.data, dtype=np.float64)
+        if data.size != len(o.dims):
+            raise ConversionError(f"{path}: topic {o.topic}: Float64MultiArray has {data.size} values, "
+                                  f"output '{o.name}' has {len(o.dims)} dims")
+        values = dict(zip(o.dims, data))
+    elif o.type == "trajectory_msgs/msg/JointTrajectory":
+        if not msg.points:
+            return
+        pos = np.asarray(msg.points[0].positions, dtype=np.float64)
+        names = list(msg.joint_names) or list(o.joint_names)
+        if len(names) != pos.size:
+            raise ConversionError(f"{path}: topic {o.topic}: JointTrajectory has {len(names)} joint names, {pos.size} positions")
+        by_joint = dict(zip(names, pos))
+        values = {dn: by_joint[jn] for dn, jn in zip(o.dims, o.joint_names) if jn in by_joint}
+    elif o.type == "geometry_msgs/msg/Twist":
+        values = {}
+        for dn in o.dims:  # dims are named freely; their kind decides the Twist field
+            part, axis = _TWIST[kinds[dn]]
+            values[dn] = float(getattr(getattr(msg, part), axis))
+    else:
+        raise ConversionError(f"{path}: topic {o.topic}: command type {o.type} is not supported for action labels")
+    for dn, v in values.items():
+        if math.isfinite(v):
+            commands[dn].t.append(t)
+            commands[dn].v.append(float(v))
+
+
+# ------------------------------------------------------------------------------ planning
+def _episode_windows(bag: BagContent, default_prompt: str | None) -> list[tuple[int, int, str, bool | None]]:
+    """[(start_ns, stop_ns, prompt, success)] from markers, episode.json, /prompt or --prompt."""
+    wins = []
+    open_: tuple[int, dict] | None = None
+    for t, m in sorted(bag.markers, key=lambda x: x[0]):
+        if m.get("event") == "start":
+            if open_ is not None:
+                wins.append((open_[0], t, open_[1].get("prompt"), None))
+            open_ = (t, m)
+        elif m.get("event") == "stop" and open_ is not None:
+            wins.append((open_[0], t, open_[1].get("prompt"), m.get("success")))
+            open_ = None
+    if open_ is not None:
+        wins.append((open_[0], bag.end_ns, open_[1].get("prompt"), None))
+    ej = bag.episode_json or {}
+    if not wins:
+        wins = [(bag.start_ns, bag.end_ns, None, ej.get("success"))]
+    out = []
+    for a, b, prompt, success in wins:
+        if not prompt:
+            prompt = ej.get("prompt") or next((p for t, p in reversed(bag.prompts) if t <= b), None) or default_prompt
+        if not prompt:
+            raise ConversionError(f"{bag.path}: no prompt for the episode at {a * 1e-9:.3f} s (no markers, episode.json or "
+                                  f"{PROMPT_TOPIC} messages): pass --prompt")
+        out.append((a, b, prompt, success))
+    return out
+
+
+def _gaps(t: np.ndarray, max_gap_ns: int) -> list[tuple[int, int]]:
+    d = np.diff(t)
+    idx = np.flatnonzero(d > max_gap_ns)
+    return [(int(t[i]), int(t[i + 1])) for i in idx]
+
+
+def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "auto", max_gap: float = 0.5,
+                  image_tolerance: float | None = None, on_gap: str = "split", min_frames: int = 2,
+                  default_prompt: str | None = None) -> list[EpisodePlan]:
+    """Turn one read bag into resampled episodes (no pixels yet)."""
+    if actions not in ACTION_SOURCES:
+        raise ValueError(f"actions must be one of {ACTION_SOURCES}, got {actions!r}")
+    max_gap_ns = int(max_gap * 1e9)
+    tol_ns = int((image_tolerance if image_tolerance is not None else max_gap / 2) * 1e9)
+    period_ns = 1e9 / fps
+    plans: list[EpisodePlan] = []
+    for ei, (a, b, prompt, success) in enumerate(_episode_windows(bag, default_prompt)):
+        where = f"{bag.path}: episode {ei} ({(a - bag.start_ns) * 1e-9:.2f}-{(b - bag.start_ns) * 1e-9:.2f} s into the bag)"
+        series: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
+        for d in emb.dims:
+            t, v = bag.state[d.name].arrays(a, b)
+            series[f"state:{d.name}"] = (bag.state[d.name].topic, t, v)
+        cams = {}
+        for c in emb.cameras:
+            ct = bag.cameras[c.slot]
+            order = np.arange(ct.size)
+            keep = (ct >= a) & (ct <= b)
+            cams[c.slot] = (c.topic, ct[keep], order[keep])
+        have_cmds = all(dn in bag.commands and bag.commands[dn].arrays(a, b)[0].size for dn in emb.dim_names)
+        source = actions
+        if actions == "auto":
+            source = "commands" if have_cmds else "next_state"
+        elif actions == "commands" and not have_cmds:
+            missing = sorted({o.topic for o in emb.outputs for dn in o.dims
+                              if dn not in bag.commands or not bag.commands[dn].arrays(a, b)[0].size})
+            raise ConversionError(f"{where}: --actions commands but no commands on {', '.join(missing)}")
+        cmd = {}
+        if source == "commands":
+            for dn in emb.dim_names:
+                t, v = bag.commands[dn].arrays(a, b)
+                cmd[dn] = (bag.commands[dn].topic, t, v)
+
+        timed = [(k, tp, t) for k, (tp, t, _) in series.items()] + [(f"camera:{s}", tp, t) for s, (tp, t, _) in cams.items()]
+        timed += [(f"command:{dn}", tp, t) for dn, (tp, t, _) in cmd.items()]
+        for key, topic, t in timed:
+            if t.size == 0:
+                raise ConversionError(f"{where}: empty episode: no messages on {topic} ({key})")
+        t0 = max(int(t[0]) for _, _, t in timed)
+        t1 = min(int(t[-1]) for _, _, t in timed)
+        if t1 - t0 < (min_frames - 1) * period_ns:
+            raise ConversionError(f"{where}: empty episode: the topics overlap for only {max(0, t1 - t0) * 1e-9:.3f} s "
+                                  f"(< {min_frames} frames at {fps:g} fps)")
+        gaps = []
+        for key, topic, t in timed:
+            for g0, g1 in _gaps(t, max_gap_ns):
+                if g1 > t0 and g0 < t1:
+                    gaps.append((g0, g1, topic))
+        if gaps and on_gap == "reject":
+            g0, g1, topic = gaps[0]
+            raise ConversionError(f"{where}: time gap of {(g1 - g0) * 1e-9:.2f} s on {topic} at "
+                                  f"{(g0 - bag.start_ns) * 1e-9:.2f} s (> --max-gap {max_gap} s); --on-gap split keeps the pieces")
+        pieces = [(t0, t1)]
+        for g0, g1, topic in sorted(gaps):
+            logger.warning("%s: time gap of %.2f s on %s at %.2f s: splitting the episode there",
+                           where, (g1 - g0) * 1e-9, topic, (g0 - bag.start_ns) * 1e-9)
+            nxt = []
+            for p0, p1 in pieces:
+                if g1 <= p0 or g0 >= p1:
+                    nxt.append((p0, p1))
+                    continue
+                if g0 > p0:
+                    nxt.append((p0, g0))
+                if g1 < p1:
+                    nxt.append((g1, p1))
+            pieces = nxt
+        for pi, (p0, p1) in enumerate(pieces):
+            nf = int(math.floor((p1 - p0) / period_ns + 1e-9)) + 1
+            if nf < min_frames:
+                logger.warning("%s: dropping a %d-frame piece (< --min-frames %d)", where, nf, min_frames)
+                continue
+            ft = p0 + np.round(np.arange(nf) * period_ns).astype(np.int64)
+            st = np.stack([np.interp(ft, series[f"state:{d.name}"][1], series[f"state:{d.name}"][2]) for d in emb.dims], axis=1)
+            frames = {}
+            for slot, (topic, t, ords) in cams.items():
+                j = np.clip(np.searchsorted(t, ft), 1, t.size - 1) if t.size > 1 else np.zeros(nf, dtype=np.int64)
+                if t.size > 1:
+                    j = np.where(np.abs(t[j - 1] - ft) <= np.abs(t[j] - ft), j - 1, j)
+                err = np.abs(t[j] - ft)
+                if err.max() > tol_ns:
+                    k = int(err.argmax())
+                    raise ConversionError(f"{where}: no {topic} frame within {tol_ns * 1e-9:.3f} s of frame {k} "
+                                          f"(nearest {err[k] * 1e-9:.3f} s away)")
+                frames[slot] = ords[j]
+            if source == "commands":
+                cols = []
+                for dn in emb.dim_names:
+                    _, t, v = cmd[dn]
+                    j = np.searchsorted(t, ft, side="right") - 1
+                    cols.append(v[np.maximum(j, 0)])
+                act = np.stack(cols, axis=1)
+            else:
+                act = np.concatenate([st[1:], st[-1:]], axis=0)
+            note = f" (piece {pi + 1}/{len(pieces)} of a split episode)" if len(pieces) > 1 else ""
+            plans.append(EpisodePlan(bag.path, prompt, success, source, ft, st, act, frames, note))
+    return plans
+
+
+# ------------------------------------------------------------------------------ writing
+def _decode(store: Any, msgtype: str, raw: bytes) -> np.ndarray:
+    msg = store.deserialize_cdr(raw, msgtype)
+    if msgtype.endswith("CompressedImage"):
+        return decode_compressed(msg.data)
+    return decode_raw(int(msg.height), int(msg.width), str(msg.encoding), int(msg.step), bool(msg.is_bigendian), msg.data)
+
+
+def _encode(rgb: np.ndarray, ext: str, quality: int) -> bytes:
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+    ok, buf = cv2.imencode("." + ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ConversionError(f"cannot encode a {ext} image")
+    return buf.tobytes()
+
+
+class _ImageStats:
+    """Per-channel running mean/std/min/max in [0, 1] (LeRobot's image stats, shape (3, 1, 1)).
+
+    Like LeRobot, the statistics are taken on a downsampled copy (every 4th pixel per axis).
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.s = np.zeros(3)
+        self.s2 = np.zeros(3)
+        self.lo = np.full(3, np.inf)
+        self.hi = np.full(3, -np.inf)
+        self.samples: list[np.ndarray] = []
+
+    def add(self, rgb: np.ndarray) -> None:
+        small = np.ascontiguousarray(rgb[::4, ::4])
+        mean, std = cv2.meanStdDev(small)
+        mean, std = mean.ravel() / 255.0, std.ravel() / 255.0
+        m = small.shape[0] * small.shape[1]
+        self.n += m
+        self.s += mean * m
+        self.s2 += (std**2 + mean**2) * m
+        flat = small.reshape(-1, 3)
+        self.lo = np.minimum(self.lo, flat.min(0) / 255.0)
+        self.hi = np.maximum(self.hi, flat.max(0) / 255.0)
+        if len(self.samples) < 200:
+            self.samples.append(flat[::7].astype(np.float64) / 255.0)
+
+    def result(self, frames: int) -> dict[str, Any]:
+        mean = self.s / max(self.n, 1)
+        std = np.sqrt(np.maximum(self.s2 / max(self.n, 1) - mean**2, 0.0))
+        sub = np.concatenate(self.samples) if self.samples else np.zeros((1, 3))
+        q = np.quantile(sub, [0.01, 0.99], axis=0)
+
+        def c(v: np.ndarray) -> list:
+            return [[[float(x)]] for x in v]
+        return {"mean": c(mean), "std": c(std), "min": c(self.lo), "max": c(self.hi), "q01": c(q[0]), "q99": c(q[1]),
+                "count": [frames]}
+
+
+def vector_stats(x: np.ndarray) -> dict[str, Any]:
+    """mean, std, min, max, q01, q99, count over axis 0 of (N, d)."""
+    x = np.asarray(x, dtype=np.float64)
+    return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "min": x.min(0).tolist(), "max": x.max(0).tolist(),
+            "q01": np.quantile(x, 0.01, axis=0).tolist(), "q99": np.quantile(x, 0.99, axis=0).tolist(),
+            "count": [int(x.shape[0])]}
+
+
+def model_norm_stats(emb: Embodiment, state: np.ndarray, action: np.ndarray) -> dict[str, NormStats]:
+    """openpi norm stats in MODEL convention over slots 0..max slot (unused slots: mean 0, std 1)."""
+    width = emb.min_action_dim
+    out = {}
+    for key, x in (("state", state), ("actions", action)):
+        m = emb.to_model(np.asarray(x, dtype=np.float64))
+        s = vector_stats(m)
+        vec = {}
+        for k, fill in (("mean", 0.0), ("std", 1.0), ("q01", -1.0), ("q99", 1.0)):
+            v = np.full(width, fill)
+            v[emb.slots] = s[k]
+            vec[k] = v
+        out[key] = NormStats(**vec)
+    return out
+
+
+class DatasetWriter:
+    """Streams episodes into the v3 layout; `finish` writes meta/ and the statistics."""
+
+    def __init__(self, root: Path, emb: Embodiment, fps: float, image_format: str = "jpg", jpeg_quality: int = 95,
+                 data_file_size_mb: float = DATA_FILE_SIZE_MB) -> None:
+        self.root, self.emb, self.fps = root, emb, fps
+        self.ext = {"jpg": "jpg", "jpeg": "jpg", "png": "png"}[image_format]
+        self.quality = jpeg_quality
+        self.max_file_bytes = int(data_file_size_mb * 2**20)
+        n = emb.num_dims
+        self.slots = emb.camera_slots()
+        fields = [pa.field("observation.state", pa.list_(pa.float32(), n)), pa.field("action", pa.list_(pa.float32(), n))]
+        img_t = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+        fields += [pa.field(image_key(s), img_t) for s in self.slots]
+        fields += [pa.field("timestamp", pa.float32()), pa.field("frame_index", pa.int64()),
+                   pa.field("episode_index", pa.int64()), pa.field("index", pa.int64()), pa.field("task_index", pa.int64())]
+        self.schema = pa.schema(fields)
+        self.tasks: dict[str, int] = {}
+        self.episodes: list[dict[str, Any]] = []
+        self.states: list[np.ndarray] = []
+        self.actions: list[np.ndarray] = []
+        self.img_stats = {s: _ImageStats() for s in self.slots}
+        self.total = 0
+        self._file = (0, 0)
+        self._writer: pq.ParquetWriter | None = None
+        self._file_bytes = 0
+
+    # -- data files
+    def _data_path(self) -> Path:
+        c, f = self._file
+        return self.root / DATA_PATH.format(chunk_index=c, file_index=f)
+
+    def _write_rows(self, table: pa.Table) -> tuple[int, int]:
+        if self._writer is not None and self._file_bytes >= self.max_file_bytes:
+            self._writer.close()
+            c, f = self._file
+            f += 1
+            if f >= CHUNKS_SIZE:
+                c, f = c + 1, 0
+            self._file, self._writer, self._file_bytes = (c, f), None, 0
+        if self._writer is None:
+            p = self._data_path()
+            p.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = pq.ParquetWriter(p, self.schema)
+        self._writer.write_table(table)
+        self._file_bytes += table.nbytes
+        return self._file
+
+    def image_path(self, slot: str, episode: int, frame: int) -> str:
+        return IMAGE_PATH.format(image_key=image_key(slot), episode_index=episode, frame_index=frame, ext=self.ext)
+
+    def new_episode_index(self) -> int:
+        return len(self.episodes)
+
+    def write_image(self, rel: str, rgb224: np.ndarray, slot: str, encoded: bytes | None = None) -> bytes:
+        p = self.root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        data = encoded if encoded is not None else _encode(rgb224, self.ext, self.quality)
+        p.write_bytes(data)
+        self.img_stats[slot].add(rgb224)
+        return data
+
+    def add_episode(self, plan: EpisodePlan) -> int:
+        """Rows of one episode (its images must already be written by the caller)."""
+        ep = len(self.episodes)
+        F = plan.state.shape[0]
+        task = self.tasks.setdefault(plan.prompt, len(self.tasks))
+        cols: dict[str, Any] = {
+            "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(plan.state.astype(np.float32).ravel()), self.emb.num_dims),
+            "action": pa.FixedSizeListArray.from_arrays(pa.array(plan.action.astype(np.float32).ravel()), self.emb.num_dims),
+        }
+        for s in self.slots:
+            cols[image_key(s)] = [{"bytes": None, "path": self.image_path(s, ep, k)} for k in range(F)]
+        cols["timestamp"] = pa.array((np.arange(F) / self.fps).astype(np.float32))
+        cols["frame_index"] = pa.array(np.arange(F, dtype=np.int64))
+        cols["episode_index"] = pa.array(np.full(F, ep, dtype=np.int64))
+        cols["index"] = pa.array(np.arange(self.total, self.total + F, dtype=np.int64))
+        cols["task_index"] = pa.array(np.full(F, task, dtype=np.int64))
+        table = pa.table({f.name: pa.array(cols[f.name], type=f.type) if isinstance(cols[f.name], list) else cols[f.name]
+                          for f in self.schema}, schema=self.schema)
+        chunk, file = self._write_rows(table)
+        self.episodes.append({
+            "episode_index": ep, "tasks": [plan.prompt], "length": F,
+            "data/chunk_index": chunk, "data/file_index": file,
+            "dataset_from_index": self.total, "dataset_to_index": self.total + F,
+            "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
+            "success": plan.success, "action_source": plan.action_source, "source_bag": str(plan.bag),
+            "source_start_ns": int(plan.frame_times[0]), "source_end_ns": int(plan.frame_times[-1]),
+        })
+        self.states.append(plan.state)
+        self.actions.append(plan.action)
+        self.total += F
+        return ep
+
+    def finish(self, extra_info: dict[str, Any]) -> dict[str, Any]:
+        if self._writer is not None:
+            self._writer.close()
+        if not self.episodes:
+            raise ConversionError("no episodes to write")
+        meta = self.root / "meta"
+        (meta / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(self.episodes), self.root / EPISODES_PATH.format(chunk_index=0, file_index=0))
+        tasks = sorted(self.tasks.items(), key=lambda kv: kv[1])
+        pq.write_table(pa.table({"task_index": pa.array([i for _, i in tasks], pa.int64()),
+                                 "task": pa.array([t for t, _ in tasks], pa.string())}), meta / "tasks.parquet")
+        state = np.concatenate(self.states)
+        action = np.concatenate(self.actions)
+        ep_idx = np.concatenate([np.full(e["length"], e["episode_index"]) for e in self.episodes])
+        frame_idx = np.concatenate([np.arange(e["length"]) for e in self.episodes])
+        stats = {"observation.state": vector_stats(state), "action": vector_stats(action),
+                 "timestamp": vector_stats((frame_idx / self.fps)[:, None]),
+                 "frame_index": vector_stats(frame_idx[:, None]), "episode_index": vector_stats(ep_idx[:, None]),
+                 "index": vector_stats(np.arange(self.total)[:, None]),
+                 "task_index": vector_stats(np.asarray([self.tasks[e["tasks"][0]] for e in self.episodes
+                                                        for _ in range(e["length"])])[:, None])}
+        for s in self.slots:
+            stats[image_key(s)] = self.img_stats[s].result(self.total)
+        (meta / "stats.json").write_text(json.dumps(stats, indent=2))
+        save_norm_stats(self.root / NORM_STATS_FILE, model_norm_stats(self.emb, state, action))
+        sources = sorted({e["action_source"] for e in self.episodes})
+        n = self.emb.num_dims
+        features: dict[str, Any] = {
+            "observation.state": {"dtype": "float32", "shape": [n], "names": self.emb.dim_names},
+            "action": {"dtype": "float32", "shape": [n], "names": self.emb.dim_names},
+        }
+        for s in self.slots:
+            features[image_key(s)] = {"dtype": "image", "shape": [IMAGE_SIZE, IMAGE_SIZE, 3], "names": ["height", "width", "channels"]}
+        for k, dt in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"), ("task_index", "int64")):
+            features[k] = {"dtype": dt, "shape": [1], "names": None}
+        info = {
+            "codebase_version": CODEBASE_VERSION,
+            "robot_type": self.emb.name,
+            "total_episodes": len(self.episodes),
+            "total_frames": self.total,
+            "total_tasks": len(self.tasks),
+            "chunks_size": CHUNKS_SIZE,
+            "data_files_size_in_mb": self.max_file_bytes / 2**20,
+            "video_files_size_in_mb": 0,
+            "fps": self.fps,
+            "splits": {"train": f"0:{len(self.episodes)}"},
+            "data_path": DATA_PATH,
+            "video_path": None,
+            "image_path": IMAGE_PATH,
+            "features": features,
+            "pi0_ros": {
+                "embodiment": self.emb.name,
+                "asset_id": self.emb.asset_id,
+                "action_source": sources[0] if len(sources) == 1 else "mixed",
+                "units": "robot (joints rad, grippers driver units, base m/s rad/s); norm_stats.json is in model convention",
+                "dims": [{"name": d.name, "kind": d.kind, "slot": d.slot, "open": d.open, "closed": d.closed} for d in self.emb.dims],
+                "camera_slots": self.slots,
+                "image_size": IMAGE_SIZE,
+                "norm_stats": NORM_STATS_FILE,
+                **extra_info,
+            },
+        }
+        (meta / "info.json").write_text(json.dumps(info, indent=2))
+        return info
+
+
+def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index: list[tuple[int, EpisodePlan]],
+                         emb: Embodiment, progress: bool = True) -> None:
+    """Pass 2: decode the chosen camera messages once, resize_with_pad to 224, write the files."""
+    from pi0_ros.model.preprocess import resize_with_pad
+
+    targets: dict[str, dict[int, list[tuple[int, int]]]] = {c.slot: defaultdict(list) for c in emb.cameras}
+    for ep, plan in plans_with_index:
+        for slot, ords in plan.camera_frames.items():
+            for k, o in enumerate(ords):
+                targets[slot][int(o)].append((ep, k))
+    topic_slot = {c.topic: c.slot for c in emb.cameras}
+    total = sum(len(v) for v in targets.values())
+    with Reader(bag_path) as reader:
+        store = bagio.typestore(reader.connections)
+        conns = [c for c in reader.connections if c.topic in topic_slot]
+        ordinal = defaultdict(int)
+        bar = tqdm(total=total, desc=f"images {bag_path.name}", unit="frame", disable=not progress, leave=False)
+        for conn, _, raw in reader.messages(conns):
+            slot = topic_slot[conn.topic]
+            o = ordinal[slot]
+            ordinal[slot] += 1
+            dests = targets[slot].get(o)
+            if not dests:
+                continue
+            try:
+                rgb = _decode(store, conn.msgtype, raw)
+            except Exception as e:  # noqa: BLE001
+                raise ConversionError(f"{bag_path}: topic {conn.topic}: message {o}: cannot decode image: {e}") from e
+            small = resize_with_pad(rgb, IMAGE_SIZE, IMAGE_SIZE)
+            enc = None
+            for ep, k in dests:
+                enc = writer.write_image(writer.image_path(slot, ep, k), small, slot, enc)
+            bar.update(len(dests))
+        bar.close()
+
+
+def convert(bags: list[str | Path], embodiment: str | Embodiment, out: str | Path, *, fps: float | None = None,
+            actions: str = "auto", max_gap: float = 0.5, image_tolerance: float | None = None, on_gap: str = "split",
+            min_frames: int = 2, prompt: str | None = None, time_source: str = "auto", image_format: str = "jpg",
+            success_only: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Convert bags into one dataset at ``out``; returns a summary (also in meta/info.json)."""
+    emb = load_embodiment(embodiment) if isinstance(embodiment, (str, Path)) else embodiment
+    fps = float(fps or emb.control_rate_hz)
+    root = Path(out)
+    if root.exists() and any(root.iterdir()):
+        if not overwrite:
+            raise ConversionError(f"{root} exists and is not empty (use --overwrite)")
+        shutil.rmtree(root)
+    root.mkdir(parents=True, exist_ok=True)
+    paths = find_bags(bags)
+    t_start = time.perf_counter()
+    writer = DatasetWriter(root, emb, fps, image_format)
+    skipped = []
+    for path in tqdm(paths, desc="bags", unit="bag", disable=not progress or len(paths) < 2):
+        content = read_bag(path, emb, time_source, progress)
+        plans = plan_episodes(content, emb, fps, actions, max_gap, image_tolerance, on_gap, min_frames, prompt)
+        if success_only:
+            skipped += [str(p.bag) for p in plans if p.success is False]
+            plans = [p for p in plans if p.success is not False]
+        indexed = [(writer.new_episode_index() + i, p) for i, p in enumerate(plans)]
+        write_episode_images(writer, path, indexed, emb, progress)
+        for _, p in indexed:
+            writer.add_episode(p)
+            logger.info("%s -> episode %d: %d frames, actions from %s, prompt %r%s",
+                        p.bag, writer.episodes[-1]["episode_index"], p.state.shape[0], p.action_source, p.prompt, p.note)
+    elapsed = time.perf_counter() - t_start
+    info = writer.finish({"source_bags": [str(p) for p in paths], "time_source": time_source,
+                          "max_gap_s": max_gap, "on_gap": on_gap, "actions_requested": actions})
+    return {"out": str(root), "episodes": info["total_episodes"], "frames": info["total_frames"], "fps": fps,
+            "action_source": info["pi0_ros"]["action_source"],
+            "episode_action_sources": {e["episode_index"]: e["action_source"] for e in writer.episodes},
+            "skipped_failed": skipped, "seconds": round(elapsed, 3),
+            "frames_per_second": round(info["total_frames"] / elapsed, 1) if elapsed > 0 else None}
+
+
+# ---------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bags", nargs="+", metavar="BAG", help="rosbag2 directories/files, or directories of them")
+    parser.add_argument("--embodiment", required=True, help="embodiment name or YAML path")
+    parser.add_argument("--out", required=True, help="output dataset directory")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the embodiment's control rate)")
+    parser.add_argument("--actions", choices=ACTION_SOURCES, default="auto",
+                        help="action labels: recorded commands, the next state, or auto (commands when recorded)")
+    parser.add_argument("--prompt", default=None, help="prompt for bags that carry none")
+    parser.add_argument("--max-gap", type=float, default=0.5, help="s of silence on a topic that counts as a gap")
+    parser.add_argument("--on-gap", choices=("split", "reject"), default="split", help="split episodes at gaps, or reject the bag")
+    parser.add_argument("--image-tolerance", type=float, default=None, help="max s between a frame and its camera image (default max-gap/2)")
+    parser.add_argument("--min-frames", type=int, default=2, help="drop episodes (pieces) shorter than this")
+    parser.add_argument("--time-source", choices=("auto", "header", "bag"), default="auto",
+                        help="header stamps or bag receive times (auto: header unless the clocks disagree)")
+    parser.add_argument("--image-format", choices=("jpg", "png"), default="jpg", help="image files (jpg quality 95 or png)")
+    parser.add_argument("--success-only", action="store_true", help="skip episodes tagged success=false")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        summary = convert(args.bags, args.embodiment, args.out, fps=args.fps, actions=args.actions, max_gap=args.max_gap,
+                          image_tolerance=args.image_tolerance, on_gap=args.on_gap, min_frames=args.min_frames,
+                          prompt=args.prompt, time_source=args.time_source, image_format=args.image_format,
+                          success_only=args.success_only, overwrite=args.overwrite, progress=not args.quiet)
+    except ConversionError as e:
+        print(f"bag2dataset: error: {e}")
+        return 1
+    print(f"action labels: {summary['action_source']}"
+          + (" (the recorded command topics)" if summary["action_source"] == "commands" else
+             " (the next measured state: no commands were recorded)" if summary["action_source"] == "next_state" else
+             " (per episode, see meta/episodes)"))
+    print(json.dumps(summary, indent=2))
+    return 0

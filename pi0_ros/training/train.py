@@ -1,0 +1,554 @@
+"""`pi0-ros train`: fine-tune π0 on bag2dataset datasets with the flow-matching loss.
+
+    pi0-ros train --dataset datasets/pick --preset tiny --out runs/tiny --steps 200
+    pi0-ros train --dataset ds/a ds/b --init checkpoints/pi0_base --out runs/ft --freeze-vlm
+    torchrun --nproc-per-node 2 -m pi0_ros.cli train --dataset ds --preset small --out runs/ddp
+
+Recipe (openpi's pi0 fine-tuning defaults unless said):
+- loss: PI0Model.loss per element, averaged over the REAL elements only: padded action steps
+  (past the episode end, ``action_is_pad``) and padded dims (slots the embodiment does not
+  use) are masked out. With several ranks the mean is over the global batch.
+- flow-matching time t = Beta(1.5, 1) * 0.999 + 0.001 and noise ~ N(0, 1), drawn for the
+  global batch from a generator seeded by (seed, step) and passed to the model, so a step is
+  a pure function of (weights, optimizer state, step): resuming gives the uninterrupted result.
+- data: each step draws its global batch from the dataset mixture with weights n^0.43
+  (n = frames of a dataset), from a generator seeded by (seed, step); rank r takes its slice.
+- AdamW (betas 0.9/0.95, eps 1e-8, weight decay 1e-10), linear warm-up from lr/(warmup+1),
+  cosine decay to 0.1 * lr at the last step, gradient clipping at norm 1.0, bf16 autocast on
+  CUDA only (weights stay fp32).
+- normalisation: z-score with the datasets' statistics (state/actions in MODEL convention,
+  grippers in [0, 1], slot layout), saved as assets/<asset_id>/norm_stats.json.
+- checkpoints: OUT/checkpoints/step_NNNNNN/ is a policy directory (`Policy.from_checkpoint`
+  loads it: model.safetensors, config.json, tokenizer.model, assets/) plus train_state/
+  (optimizer.pt loaded with weights_only=True, trainer.json with step/scheduler, rng.safetensors).
+  OUT/checkpoints/latest names the newest. Logs: OUT/train_log.jsonl and OUT/loss.png.
+- DDP: under torchrun (WORLD_SIZE > 1) gradients are summed across ranks with
+  torch.distributed all_reduce (gloo on CPU, nccl on GPU); the loss is pre-divided by the
+  global element count, so every rank ends each step with identical weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import save_file as save_safetensors
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from pi0_ros.data.dataset import Pi0Dataset
+from pi0_ros.model.normalize import NormStats, Normalizer
+
+logger = logging.getLogger(__name__)
+
+MIXTURE_EXPONENT = 0.43
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+TRAIN_STATE = "train_state"
+LOG_FILE = "train_log.jsonl"
+PLOT_FILE = "loss.png"
+FROZEN_PREFIX = "paligemma_with_expert.paligemma."  # vision tower + projector + Gemma VLM
+
+
+@dataclass
+class TrainConfig:
+    datasets: list[str]
+    out: str
+    preset: str | None = None
+    init: str | None = None
+    steps: int = 1000
+    batch_size: int = 8                # GLOBAL batch (split across ranks)
+    lr: float = 2.5e-5
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 1e-10
+    clip: float = 1.0
+    seed: int = 0
+    freeze_vlm: bool = False
+    save_every: int = 0                # 0: only at the end
+    resume: bool = False
+    device: str = "auto"
+    num_workers: int = 0
+    chunk_size: int | None = None      # preset only (checkpoints keep theirs)
+    action_dim: int | None = None      # preset only
+    num_cameras: int | None = None     # preset only (default 3)
+    log_every: int = 1
+    stop_after: int | None = None      # stop (as if interrupted) after this step; tests/debugging
+
+
+# ------------------------------------------------------------------------------ maths
+def mixture_weights(sizes: Sequence[int], exponent: float = MIXTURE_EXPONENT) -> np.ndarray:
+    """Sampling probability of each dataset: n^exponent, normalised."""
+    w = np.asarray(sizes, dtype=np.float64) ** exponent
+    return w / w.sum()
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Multiplier of the peak lr at optimizer step ``step`` (0-based)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    span = max(total - warmup, 1)
+    progress = min((step - warmup) / span, 1.0)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
+    g = torch.Generator()
+    g.manual_seed(int(np.random.SeedSequence([seed, step, rank, 7]).generate_state(1, np.uint64)[0] >> 1))
+    return g
+
+
+def sample_time(batch: int, g: torch.Generator) -> torch.Tensor:
+    """t = Beta(1.5, 1) * 0.999 + 0.001 via the inverse CDF (x^1.5 = u)."""
+    u = torch.rand(batch, generator=g, dtype=torch.float64)
+    return (u ** (1 / 1.5) * 0.999 + 0.001).float()
+
+
+def masked_loss(per_elem: torch.Tensor, mask: torch.Tensor, denom: torch.Tensor | float) -> torch.Tensor:
+    """sum(per_elem * mask) / denom; mask (B, H, D) bool."""
+    return (per_elem * mask).sum() / denom
+
+
+def combined_norm_stats(datasets: Sequence[Pi0Dataset], action_dim: int) -> dict[str, dict[str, NormStats]]:
+    """{asset_id: {"state", "actions"}} over all frames of the datasets of each asset (slot layout)."""
+    by_asset: dict[str, list[Pi0Dataset]] = {}
+    for d in datasets:
+        by_asset.setdefault(d.asset_id, []).append(d)
+    out = {}
+    for asset, ds in by_asset.items():
+        slots = ds[0].slots
+        if any(not np.array_equal(d.slots, slots) for d in ds):
+            raise ValueError(f"datasets of asset '{asset}' disagree on their dims/slots")
+        width = int(slots.max()) + 1
+        if width > action_dim:
+            raise ValueError(f"asset '{asset}' uses slots up to {width - 1}; the model's action_dim is {action_dim}")
+        stats = {}
+        for key, attr in (("state", "state"), ("actions", "action")):
+            x = np.concatenate([getattr(d, attr) for d in ds]).astype(np.float64)
+            vec = {}
+            for k, fn, fill in (("mean", lambda a: a.mean(0), 0.0), ("std", lambda a: a.std(0), 1.0),
+                                ("q01", lambda a: np.quantile(a, 0.01, axis=0), -1.0),
+                                ("q99", lambda a: np.quantile(a, 0.99, axis=0), 1.0)):
+                v = np.full(width, fill)
+                v[slots] = fn(x)
+                vec[k] = v
+            stats[key] = NormStats(**vec)
+        out[asset] = stats
+    return out
+
+
+# ------------------------------------------------------------------------------ data
+class StepBatches(TorchDataset):
+    """Item ``step`` = this rank's part of the global batch of that step (deterministic)."""
+
+    def __init__(self, datasets: Sequence[Pi0Dataset], norm: dict[str, dict[str, NormStats]], batch_size: int,
+                 rank: int, world: int, seed: int, action_dim: int, camera_names: Sequence[str], image_size: int,
+                 total_steps: int) -> None:
+        if batch_size % world:
+            raise ValueError(f"--batch-size {batch_size} must be divisible by the number of ranks {world}")
+        self.datasets = list(datasets)
+        self.normalizers = {a: Normalizer(s) for a, s in norm.items()}
+        self.probs = mixture_weights([len(d) for d in datasets])
+        self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
+        self.local = batch_size // world
+        self.action_dim = action_dim
+        self.camera_names = list(camera_names)
+        self.image_size = image_size
+        self.total_steps = total_steps
+
+    def __len__(self) -> int:
+        return self.total_steps
+
+    def indices(self, step: int) -> list[tuple[int, int]]:
+        """[(dataset, frame)] of the GLOBAL batch of ``step``."""
+        rng = np.random.default_rng([self.seed, step, 11])
+        which = rng.choice(len(self.datasets), size=self.batch_size, p=self.probs)
+        return [(int(d), int(rng.integers(len(self.datasets[d])))) for d in which]
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        mine = self.indices(step)[self.rank * self.local:(self.rank + 1) * self.local]
+        B, H, D, S = self.local, self.datasets[0].chunk_size, self.action_dim, self.image_size
+        images = np.zeros((B, len(self.camera_names), S, S, 3), dtype=np.uint8)
+        image_masks = np.zeros((B, len(self.camera_names)), dtype=bool)
+        state = np.zeros((B, D), dtype=np.float32)
+        actions = np.zeros((B, H, D), dtype=np.float32)
+        mask = np.zeros((B, H, D), dtype=bool)
+        prompts = []
+        for b, (di, fi) in enumerate(mine):
+            ds = self.datasets[di]
+            s = ds[fi]
+            slots = ds.slots
+            norm = self.normalizers[ds.asset_id]
+            st = np.zeros(D)
+            st[slots] = s["state"].numpy()
+            state[b] = norm.normalize(st, "state")
+            act = np.zeros((H, D))
+            act[:, slots] = s["actions"].numpy()
+            act = norm.normalize(act, "actions")
+            act[:, np.setdiff1d(np.arange(D), slots)] = 0.0  # padding dims stay exactly zero
+            actions[b] = act
+            mask[b][:, slots] = ~s["action_is_pad"].numpy()[:, None]
+            for c, name in enumerate(self.camera_names):
+                img = s["images"].get(name)
+                if img is None:
+                    continue
+                img = img.numpy()
+                if img.shape[:2] != (S, S):
+                    from pi0_ros.model.preprocess import resize_with_pad
+                    img = resize_with_pad(img, S, S)
+                images[b, c] = img
+                image_masks[b, c] = True
+            prompts.append(s["prompt"])
+        return {"step": step, "images": torch.from_numpy(images), "image_masks": torch.from_numpy(image_masks),
+                "state": torch.from_numpy(state), "actions": torch.from_numpy(actions), "mask": torch.from_numpy(mask),
+                "prompts": prompts}
+
+
+# ------------------------------------------------------------------------------ model
+def build_model(cfg: TrainConfig, device: torch.device):
+    """(model fp32, tokenizer) from --init or --preset."""
+    from pi0_ros.model.checkpoint import load_checkpoint
+    from pi0_ros.model.config import get_preset
+    from pi0_ros.model.pi0 import PI0Model
+    from pi0_ros.model.tokenizer import TOKENIZER_FILENAME, PromptTokenizer, tiny_tokenizer
+
+    if cfg.init:
+        model = load_checkpoint(cfg.init, device=str(device), dtype=torch.float32)
+        if cfg.chunk_size or cfg.action_dim or cfg.num_cameras:
+            raise ValueError("--chunk-size/--action-dim/--num-cameras apply to --preset only; a checkpoint keeps its own")
+        tok_file = Path(cfg.init) / TOKENIZER_FILENAME
+        if not tok_file.is_file():
+            raise FileNotFoundError(f"{cfg.init}: no {TOKENIZER_FILENAME}")
+        tokenizer = PromptTokenizer(tok_file, max_len=model.config.max_token_len)
+    else:
+        overrides: dict[str, Any] = {"dtype": "float32"}
+        if cfg.chunk_size:
+            overrides["chunk_size"] = cfg.chunk_size
+        if cfg.action_dim:
+            overrides["action_dim"] = cfg.action_dim
+        if cfg.num_cameras:
+            overrides["num_cameras"] = cfg.num_cameras
+        config = get_preset(cfg.preset, **overrides)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            model = PI0Model(config, device=device)
+        tokenizer = tiny_tokenizer(max_len=config.max_token_len)
+    model.train()
+    return model, tokenizer
+
+
+def trainable_parameters(model: torch.nn.Module, freeze_vlm: bool) -> list[torch.nn.Parameter]:
+    params = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(not (freeze_vlm and name.startswith(FROZEN_PREFIX)))
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
+def model_inputs(batch: dict[str, Any], tokenizer, device: torch.device):
+    from pi0_ros.model.inputs import ModelInputs
+
+    toks, tmask = zip(*(tokenizer.encode(p) for p in batch["prompts"]))
+    images = batch["images"].to(device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # (B, N, 3, S, S) in [-1, 1]
+    return ModelInputs(images=images, image_masks=batch["image_masks"].to(device),
+                       tokens=torch.from_numpy(np.stack(toks)).to(device),
+                       token_masks=torch.from_numpy(np.stack(tmask)).to(device),
+                       state=batch["state"].to(device))
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def checkpoint_dir(out: Path, step: int) -> Path:
+    return out / CHECKPOINTS / f"step_{step:06d}"
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    f = out / CHECKPOINTS / LATEST
+    if not f.is_file():
+        return None
+    p = out / CHECKPOINTS / f.read_text().strip()
+    return p if p.is_dir() else None
+
+
+def save_training_checkpoint(out: Path, step: int, model, tokenizer, norm: dict[str, dict[str, NormStats]],
+                             optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig) -> Path:
+    from pi0_ros.model.normalize import save_norm_stats
+    from pi0_ros.policy import ASSETS_DIRNAME, save_policy_checkpoint
+
+    d = checkpoint_dir(out, step)
+    tmp = d.with_name(d.name + ".tmp")
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    assets = list(norm)
+    save_policy_checkpoint((model, tokenizer), tmp, asset_id=assets[0], norm_stats=norm[assets[0]])
+    for a in assets[1:]:
+        save_norm_stats(tmp / ASSETS_DIRNAME / a, norm[a])
+    ts = tmp / TRAIN_STATE
+    ts.mkdir()
+    torch.save(optimizer.state_dict(), ts / "optimizer.pt")
+    save_safetensors({"torch_cpu": torch.get_rng_state()}, str(ts / "rng.safetensors"))
+    (ts / "trainer.json").write_text(json.dumps({"step": step, "scheduler_last_epoch": scheduler.last_epoch,
+                                                 "config": cfg.__dict__}, indent=2, default=str))
+    if d.exists():
+        import shutil
+        shutil.rmtree(d)
+    os.replace(tmp, d)
+    (out / CHECKPOINTS / LATEST).write_text(d.name + "\n")
+    return d
+
+
+def write_plot(out: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in (out / LOG_FILE).read_text().splitlines() if line.strip()]
+    if not rows:
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [r["step"] for r in rows]
+    ax.plot(steps, [r["loss"] for r in rows], lw=0.8, label="loss")
+    if len(rows) >= 10:
+        k = max(len(rows) // 20, 2)
+        sm = np.convolve([r["loss"] for r in rows], np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], sm, lw=1.5, label=f"mean of {k}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss")
+    ax.set_yscale("log")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / PLOT_FILE, dpi=100)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ loop
+def _dist_env() -> tuple[int, int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary. Call under torchrun for DDP."""
+    rank, world, local_rank = _dist_env()
+    if cfg.device == "auto":
+        device = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    own_group = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        own_group = True
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if (cfg.init is None) == (cfg.preset is None):
+        raise ValueError("give exactly one of --init CHECKPOINT or --preset NAME")
+    out = Path(cfg.out)
+    try:
+        return _train(cfg, out, device, rank, world)
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: int) -> dict[str, Any]:
+    from pi0_ros.model.checkpoint import load_checkpoint
+
+    model, tokenizer = build_model(cfg, device)
+    config = model.config
+    datasets = [Pi0Dataset(d, chunk_size=config.chunk_size, convention="model") for d in cfg.datasets]
+    for d in datasets:
+        extra = sorted(set(d.camera_slots) - set(config.camera_names))
+        if extra:
+            logger.warning("%s: camera slot(s) %s are not among the model's %s: ignored", d.root, extra, list(config.camera_names))
+    norm = combined_norm_stats(datasets, config.action_dim)
+
+    start_step = 0
+    ckpt = latest_checkpoint(out) if cfg.resume else None
+    if ckpt is not None:
+        model.load_state_dict(load_checkpoint(ckpt, device=str(device), dtype=torch.float32).state_dict())
+        model.train()
+    params = trainable_parameters(model, cfg.freeze_vlm)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
+    if ckpt is not None:
+        ts = ckpt / TRAIN_STATE
+        optimizer.load_state_dict(torch.load(ts / "optimizer.pt", map_location=device, weights_only=True))
+        meta = json.loads((ts / "trainer.json").read_text())
+        start_step = int(meta["step"])
+        scheduler.last_epoch = int(meta["scheduler_last_epoch"])
+        scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]  # noqa: SLF001 - LambdaLR reads it for get_last_lr
+        for g in optimizer.param_groups:
+            g["lr"] = cfg.lr * lr_factor(start_step, cfg.warmup, cfg.steps, cfg.min_lr_ratio)
+        torch.set_rng_state(load_safetensors(str(ts / "rng.safetensors"))["torch_cpu"])
+        if rank == 0:
+            logger.info("resuming from %s at step %d", ckpt, start_step)
+    elif cfg.resume and rank == 0:
+        logger.info("--resume: no checkpoint in %s, starting from scratch", out)
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        log = out / LOG_FILE
+        if start_step and log.is_file():  # drop entries logged after the checkpoint we resume from
+            keep = [ln for ln in log.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= start_step]
+            log.write_text("".join(k + "\n" for k in keep))
+        elif not start_step:
+            log.write_text("")
+        (out / "train_config.json").write_text(json.dumps({**cfg.__dict__, "world_size": world,
+                                                           "model": config.to_dict()}, indent=2, default=str))
+
+    batches = StepBatches(datasets, norm, cfg.batch_size, rank, world, cfg.seed, config.action_dim,
+                          config.camera_names, config.vision.image_size, cfg.steps)
+    loader = DataLoader(batches, batch_size=None, sampler=range(start_step, cfg.steps), num_workers=cfg.num_workers,
+                        persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    losses: list[float] = []
+    step_times: list[float] = []
+    step = start_step
+    last_ckpt = None
+    t_last = time.perf_counter()
+    for batch in loader:
+        step = int(batch["step"])
+        inputs = model_inputs(batch, tokenizer, device)
+        actions = batch["actions"].to(device)
+        mask = batch["mask"].to(device)
+        # Noise and time of the GLOBAL batch from (seed, step); this rank takes its slice, so a
+        # DDP run computes exactly the single-process batch.
+        g = step_generator(cfg.seed, step)
+        B, H, D = actions.shape
+        noise = torch.randn((B * world, H, D), generator=g)[rank * B:(rank + 1) * B].to(device)
+        t = sample_time(B * world, g)[rank * B:(rank + 1) * B].to(device)
+        count = mask.sum().to(torch.float64)
+        if world > 1:
+            dist.all_reduce(count)
+        denom = count.clamp(min=1.0).float()
+        with autocast:
+            per_elem = model.loss(inputs, actions, noise=noise, time=t)
+        loss = masked_loss(per_elem.float(), mask, denom)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss_value = loss.detach().clone()
+        if world > 1:
+            _all_reduce_grads(params)
+            dist.all_reduce(loss_value)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip))
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+        now = time.perf_counter()
+        step_times.append(now - t_last)
+        t_last = now
+        losses.append(float(loss_value))
+        if rank == 0 and (done % cfg.log_every == 0 or done == cfg.steps):
+            with (out / LOG_FILE).open("a") as f:
+                f.write(json.dumps({"step": done, "loss": float(loss_value), "lr": optimizer.param_groups[0]["lr"],
+                                    "grad_norm": grad_norm, "step_time_s": round(step_times[-1], 4),
+                                    "samples_per_s": round(cfg.batch_size / max(step_times[-1], 1e-9), 2)}) + "\n")
+        save = done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0)
+        if save and rank == 0:
+            last_ckpt = save_training_checkpoint(out, done, model, tokenizer, norm, optimizer, scheduler, cfg)
+            write_plot(out)
+        if save and world > 1:
+            dist.barrier()
+        if cfg.stop_after is not None and done >= cfg.stop_after:
+            break
+    steady = step_times[1:] or step_times
+    return {"out": str(out), "start_step": start_step, "end_step": step + 1 if losses else start_step,
+            "losses": losses, "checkpoint": str(last_ckpt) if last_ckpt else None,
+            "step_time_s_median": float(np.median(steady)) if steady else None,
+            "parameters": model.num_parameters(), "trainable_parameters": sum(p.numel() for p in params),
+            "digest": weights_digest(model),
+            "world_size": world, "device": str(device)}
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter's bytes (ranks of a DDP run must agree)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter], bucket_elems: int = 25_000_000) -> None:
+    """Sum gradients across ranks, in flat buckets."""
+    grads = [p.grad for p in params if p.grad is not None]
+    bucket: list[torch.Tensor] = []
+    size = 0
+
+    def flush() -> None:
+        if not bucket:
+            return
+        flat = torch.cat([g.reshape(-1) for g in bucket])
+        dist.all_reduce(flat)
+        off = 0
+        for g in bucket:
+            g.copy_(flat[off:off + g.numel()].view_as(g))
+            off += g.numel()
+        bucket.clear()
+
+    for g in grads:
+        bucket.append(g)
+        size += g.numel()
+        if size >= bucket_elems:
+            flush()
+            size = 0
+    flush()
+
+
+# ---------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", nargs="+", action="extend", required=True, metavar="DIR",
+                        help="bag2dataset dataset directories (mixed with weights n^0.43)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--init", metavar="CHECKPOINT", help="start from this pi0 checkpoint directory")
+    src.add_argument("--preset", help="start from random weights of this preset (tiny, small, full)")
+    parser.add_argument("--out", required=True, help="run directory (checkpoints, log, plot)")
+    parser.add_argument("--steps", type=int, default=1000, help="optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=8, help="global batch size (split across ranks)")
+    parser.add_argument("--lr", type=float, default=2.5e-5, help="peak learning rate")
+    parser.add_argument("--warmup", type=int, default=100, help="linear warm-up steps")
+    parser.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decay ends at lr * this")
+    parser.add_argument("--weight-decay", type=float, default=1e-10, help="AdamW weight decay (openpi 1e-10)")
+    parser.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--freeze-vlm", action="store_true", help="train only the action expert and projections")
+    parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end only)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--chunk-size", type=int, default=None, help="preset only: actions per chunk (default 50)")
+    parser.add_argument("--action-dim", type=int, default=None, help="preset only: padded action width (default 32)")
+    parser.add_argument("--num-cameras", type=int, default=None, help="preset only: camera slots of the model (default 3)")
+    parser.add_argument("--log-every", type=int, default=1, help="write a log line every N steps")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    cfg = TrainConfig(datasets=list(args.dataset), out=args.out, preset=args.preset, init=args.init, steps=args.steps,
+                      batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
+                      weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, freeze_vlm=args.freeze_vlm,
+                      save_every=args.save_every, resume=args.resume, device=args.device,
+                      num_workers=args.num_workers, chunk_size=args.chunk_size, action_dim=args.action_dim,
+                      num_cameras=args.num_cameras, log_every=args.log_every)
+    summary = train(cfg)
+    if _dist_env()[0] == 0:
+        losses = summary.pop("losses")
+        summary["first_loss"] = losses[0] if losses else None
+        summary["last_loss"] = losses[-1] if losses else None
+        print(json.dumps(summary, indent=2))
+    return 0

@@ -128,7 +128,6 @@ def config_from_dict(d: dict[str, Any]) -> PI0Config:
 
 def normalize_keys(keys: list[str]) -> dict[str, str | None]:
     """Map checkpoint keys to our parameter names (None = deliberately ignored)."""
-    key_set = set(keys)
     lerobot = any(k.startswith(LEROBOT_PREFIX + "paligemma_with_expert.") for k in keys)
     mapping: dict[str, str | None] = {}
     for key in keys:
@@ -145,12 +144,7 @@ def normalize_keys(keys: list[str]) -> dict[str, str | None]:
         elif name == LM_HEAD_KEY:
             # tied embedding stored only as lm_head -> use it as embed_tokens
             mapping[key] = None if EMBED_KEY in renamed else EMBED_KEY
-    del key_set
     return mapping
-
-
-def _shape_of(f, key: str) -> tuple[int, ...]:
-    return tuple(f.get_slice(key).get_shape())
 
 
 def load_checkpoint(
@@ -200,10 +194,11 @@ def load_checkpoint(
             sources[name] = key
         missing = sorted(set(expected) - set(sources))
         unexpected = sorted(k for n, k in sources.items() if n not in expected)
+        shapes = {n: tuple(f.get_slice(k).get_shape()) for n, k in sources.items() if n in expected}
         misshapen = sorted(
-            f"{k}: checkpoint {_shape_of(f, k)} vs model {expected[n][0]}"
-            for n, k in sources.items()
-            if n in expected and _shape_of(f, k) != expected[n][0]
+            f"{sources[n]}: checkpoint {shape} vs model {expected[n][0]}"
+            for n, shape in shapes.items()
+            if shape != expected[n][0]
         )
         if missing or unexpected or misshapen or duplicated:
             parts = [f"checkpoint {weights_path} does not fit the pi0 config in {config_path.name}"]

@@ -39,7 +39,13 @@ _FP32_PARAM_MARKERS = (
     "layer_norm",
     ".norm.",
 )
-_FP32_PARAM_PREFIXES = ("state_proj.", "action_in_proj.", "action_out_proj.", "action_time_mlp_in.", "action_time_mlp_out.")
+_FP32_PARAM_PREFIXES = (
+    "state_proj.",
+    "action_in_proj.",
+    "action_out_proj.",
+    "action_time_mlp_in.",
+    "action_time_mlp_out.",
+)
 
 
 def keeps_fp32(name: str) -> bool:
@@ -347,7 +353,7 @@ class PI0Model(nn.Module):
             return torch.randn(shape, dtype=torch.float32, device=inputs.state.device)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must be {shape}, got {tuple(noise.shape)}")
-        return noise.float()
+        return noise.to(device=inputs.state.device, dtype=torch.float32)
 
     @staticmethod
     def _drop_missing_cameras(inputs: ModelInputs) -> ModelInputs:

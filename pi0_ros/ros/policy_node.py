@@ -142,7 +142,12 @@ class PolicyNode(Node):
             last_used = obs.sequence
             with self._cv:
                 self._requested = p["trigger"] == "continuous"
-            self._infer_and_publish(obs)
+            try:
+                self._infer_and_publish(obs)
+            except Exception as e:  # noqa: BLE001 - a bad message must never kill the worker
+                self.status_msg.observations_rejected += 1
+                self._set_state(PolicyStatus.READY, f"observation {obs.sequence} rejected: {type(e).__name__}: {e}")
+                self.get_logger().error(self.status_msg.last_error, throttle_duration_sec=5.0)
 
     def _infer_and_publish(self, obs: Observation) -> None:
         from pi0_ros.policy import PolicyInput
@@ -153,6 +158,9 @@ class PolicyNode(Node):
             if obs.embodiment != emb.name or list(obs.state_names) != emb.dim_names:
                 raise ValueError(f"observation is for '{obs.embodiment}' with dims {list(obs.state_names)[:3]}..., "
                                  f"expected {emb.name}")
+            if len(obs.state) != emb.num_dims or not (len(obs.camera_slots) == len(obs.images) == len(obs.image_valid)):
+                raise ValueError(f"observation has {len(obs.state)} state values for {emb.num_dims} dims, "
+                                 f"{len(obs.camera_slots)} slots / {len(obs.images)} images / {len(obs.image_valid)} flags")
             images = {slot: image_to_rgb(img) for slot, img, ok in zip(obs.camera_slots, obs.images, obs.image_valid) if ok}
             state = emb.padded_state(np.asarray(obs.state, dtype=np.float64), self.policy.action_dim)
         except (ValueError, ImageDecodeError) as e:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time as _time
-
 import pytest
 import torch
 from model_test_helpers import MICRO, make_inputs, make_model
@@ -58,7 +56,9 @@ def test_loss_has_gradients_for_all_trained_parts():
     ]
     # pi0 discards the VLM's outputs: only the keys/values of its last layer are used
     last = f"paligemma_with_expert.paligemma.model.language_model.layers.{MICRO.vlm.depth - 1}."
-    unused = [last + n for n in ("self_attn.q_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight")]
+    unused = [
+        last + n for n in ("self_attn.q_proj.weight", "self_attn.o_proj.weight", "post_attention_layernorm.weight")
+    ]
     unused += [last + f"mlp.{n}_proj.weight" for n in ("gate", "up", "down")]
     unused += ["paligemma_with_expert.paligemma.model.language_model.norm.weight"]
     assert sorted(no_grad) == sorted(unused)
@@ -74,14 +74,13 @@ def test_tiny_model_overfits_small_set():
     t = torch.rand(4, generator=g) * 0.999 + 0.001
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     first = None
-    start = _time.monotonic()
-    for _ in range(300):
+    for _ in range(300):  # ~30 steps are enough (well under a second on an idle CPU)
         loss = model.loss(inputs, actions, noise=noise, time=t).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
         first = first if first is not None else loss.item()
-        if loss.item() < first / 20 or _time.monotonic() - start > 60:
+        if loss.item() < first / 20:
             break
     assert loss.item() < first / 10, (first, loss.item())
 
@@ -93,7 +92,8 @@ def test_forward_is_the_loss_and_checks_noise_and_time_shapes():
     noise = torch.randn_like(actions)
     t = torch.tensor([0.3, 0.7])
     with torch.no_grad():
-        assert torch.equal(model(inputs, actions, noise=noise, time=t), model.loss(inputs, actions, noise=noise, time=t))
+        loss = model.loss(inputs, actions, noise=noise, time=t)
+        assert torch.equal(model(inputs, actions, noise=noise, time=t), loss)
     with pytest.raises(ValueError, match="noise must have"):
         model.loss(inputs, actions, noise=noise[:, :2])
     with pytest.raises(ValueError, match="time must be"):

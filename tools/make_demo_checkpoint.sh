@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$here/outputs/proof}
 EPISODES=${EPISODES:-100}
-STEPS=${STEPS:-3000}
+STEPS=${STEPS:-8000}
 BATCH=${BATCH:-32}
 LR=${LR:-3e-4}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
@@ -17,10 +17,10 @@ mkdir -p "$work"
 # 1. Demonstrations (seeds 0..EPISODES-1; the seed decides the cube layout and which cube is named).
 [ -d "$work/bags" ] || "${pi0[@]}" collect --episodes "$EPISODES" --seed 0 --out "$work/bags" --json > "$work/collect.json"
 # 2. Dataset (successful episodes only; action labels = the recorded commands).
-[ -d "$work/dataset" ] || "${pi0[@]}" bag2dataset "$work"/bags/episode_* --embodiment trossen_bimanual --out "$work/dataset" > "$work/bag2dataset.json"
+[ -d "$work/dataset" ] || "${pi0[@]}" bag2dataset "$work"/bags/episode_* --embodiment trossen_bimanual --out "$work/dataset" --success-only > "$work/bag2dataset.json"
 # 3. Train from scratch (seed 0).
 "${pi0[@]}" train --dataset "$work/dataset" --preset sim --out "$work/train" --steps "$STEPS" --batch-size "$BATCH" \
-  --lr "$LR" --warmup 200 --seed 0 --save-every 500 --resume
+  --lr "$LR" --warmup 300 --seed 0 --save-every 1000 --log-every 50 --resume
 ckpt=$(ls -d "$work"/train/checkpoints/step_* | sort | tail -1)
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube" && mkdir -p "$here/checkpoints"
 cp -r "$ckpt" "$here/checkpoints/pi0_sim_aloha_pick_cube"

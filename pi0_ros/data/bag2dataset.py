@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import logging
 import math
 import shutil
@@ -810,11 +811,11 @@ def run(args: argparse.Namespace) -> int:
                           prompt=args.prompt, time_source=args.time_source, image_format=args.image_format,
                           success_only=args.success_only, overwrite=args.overwrite, progress=not args.quiet)
     except ConversionError as e:
-        print(f"bag2dataset: error: {e}")
+        print(f"bag2dataset: error: {e}", file=sys.stderr)
         return 1
     print(f"action labels: {summary['action_source']}"
           + (" (the recorded command topics)" if summary["action_source"] == "commands" else
              " (the next measured state: no commands were recorded)" if summary["action_source"] == "next_state" else
-             " (per episode, see meta/episodes)"))
-    print(json.dumps(summary, indent=2))
+             " (per episode, see meta/episodes)"), file=sys.stderr)
+    print(json.dumps(summary, indent=2))  # stdout: machine-readable summary only
     return 0

@@ -187,8 +187,9 @@ def test_prompt_required(tmp_path):
 def test_cli(two_bags, tmp_path, capsys):
     rc = cli_main(["bag2dataset", str(two_bags / "episode_000000"), "--embodiment", EMB, "--out", str(tmp_path / "ds"),
                    "--fps", "10", "--quiet"])
-    out = capsys.readouterr().out
-    assert rc == 0 and "action labels: commands" in out
+    captured = capsys.readouterr()
+    assert rc == 0 and "action labels: commands" in captured.err
+    assert json.loads(captured.out)["action_source"] == "commands"  # stdout is pure JSON
     assert json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())["fps"] == 10
     rc = cli_main(["bag2dataset", str(tmp_path / "nope"), "--embodiment", EMB, "--out", str(tmp_path / "x"), "--quiet"])
-    assert rc == 1 and "no such bag" in capsys.readouterr().out
+    assert rc == 1 and "no such bag" in capsys.readouterr().err

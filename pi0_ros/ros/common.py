@@ -28,3 +28,19 @@ def status(name: str, level: bytes, message: str, values: dict[str, Any], hardwa
     """level: OK / WARN / ERROR / STALE (DiagnosticStatus byte constants)."""
     return DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id,
                             values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()])
+
+
+def run_node(node_class: type, args: list[str] | None = None) -> None:
+    """`main()` of every node: init, spin until Ctrl-C / shutdown, clean up."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    node = node_class()
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()

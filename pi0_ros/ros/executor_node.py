@@ -12,7 +12,6 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -25,7 +24,7 @@ from pi0_ros.executor import ChunkExecutor
 from pi0_ros.msg import ActionChunk
 from pi0_ros.robots.embodiment import JointStateError, joint_state_positions, load_embodiment
 from pi0_ros.ros.commands import CommandPublishers
-from pi0_ros.ros.common import ERROR, OK, WARN, declare, now_sec, status
+from pi0_ros.ros.common import ERROR, OK, WARN, declare, now_sec, run_node, status
 from pi0_ros.ros.conversions import stamp_to_sec
 
 CHUNK_QOS = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
@@ -251,12 +250,4 @@ class ExecutorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = ExecutorNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ExecutorNode, args)

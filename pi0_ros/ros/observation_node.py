@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
@@ -20,7 +19,7 @@ from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import Observation
 from pi0_ros.observation import ObservationAssembler, ObservationConfig
 from pi0_ros.robots.embodiment import JointStateError, load_embodiment
-from pi0_ros.ros.common import OK, WARN, declare, now_sec, status
+from pi0_ros.ros.common import OK, WARN, declare, now_sec, run_node, status
 from pi0_ros.ros.conversions import image_to_rgb, rgb_to_image, sec_to_stamp, stamp_to_sec
 from pi0_ros.srv import SetPrompt
 
@@ -169,12 +168,4 @@ class ObservationNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = ObservationNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(ObservationNode, args)

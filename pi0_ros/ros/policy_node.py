@@ -13,7 +13,6 @@ import time
 from collections import deque
 
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
@@ -21,7 +20,7 @@ from std_msgs.msg import Header
 from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
 from pi0_ros.robots.embodiment import load_embodiment
-from pi0_ros.ros.common import declare, now_sec
+from pi0_ros.ros.common import declare, now_sec, run_node
 from pi0_ros.ros.conversions import image_to_rgb, stamp_to_sec
 
 RELIABLE = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
@@ -218,12 +217,4 @@ class PolicyNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = PolicyNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(PolicyNode, args)

@@ -28,8 +28,6 @@ import time
 
 from pi0_ros import sim as _sim  # noqa: F401  (MUJOCO_GL before mujoco)
 
-import rclpy
-import rclpy.executors
 from builtin_interfaces.msg import Time as TimeMsg
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
@@ -42,6 +40,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from pi0_ros.robots.embodiment import Output
+from pi0_ros.ros.common import run_node
 from pi0_ros.ros.conversions import sec_to_stamp
 from pi0_ros.sim.env import SimEnv
 
@@ -280,17 +279,9 @@ class SimNode(Node):
         super().destroy_node()
 
 
-def main(args=None) -> None:
-    rclpy.init(args=args)
-    node = SimNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+def main(args: list[str] | None = None) -> None:
+    run_node(SimNode, args)
+
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ Publishes, for every ActionChunk:
 from __future__ import annotations
 
 import numpy as np
-import rclpy
 from geometry_msgs.msg import Point
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -19,7 +18,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from pi0_ros.msg import ActionChunk
 from pi0_ros.robots.embodiment import load_embodiment
-from pi0_ros.ros.common import declare
+from pi0_ros.ros.common import declare, run_node
 
 
 def chunk_lines(actions: np.ndarray, dt: float, lane: float = 0.15) -> list[np.ndarray]:
@@ -74,12 +73,4 @@ class VizNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    node = VizNode()
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run_node(VizNode, args)

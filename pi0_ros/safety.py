@@ -59,6 +59,7 @@ __all__ = [
 
 DimKind = Literal["joint", "gripper", "velocity"]
 _KINDS: frozenset[str] = frozenset(("joint", "gripper", "velocity"))
+CLAMP_COUNT_TOL = 1e-9  # robot units
 
 # Every intervention the filter can report; the keys of SafetyFilter.counters (plus
 # "chunk_<ChunkProblem>" for rejected chunks).
@@ -414,7 +415,11 @@ class SafetyFilter:
             self._target, self._delta, self._absd, self._mask, self._last
         )
         np.clip(a, self._low, self._high, out=target)
-        np.not_equal(target, a, out=mask)
+        # Count a clamp only beyond float rounding (a gripper converted [0, 1] -> robot units can
+        # land 1e-16 past its limit); the value is clamped either way.
+        np.subtract(target, a, out=delta)
+        np.abs(delta, out=absd)
+        np.greater(absd, CLAMP_COUNT_TOL, out=mask)
         if mask.any():
             self._note(interventions, "clamp")
         np.subtract(target, last, out=delta)

@@ -7,7 +7,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$here/outputs/proof}
 EPISODES=${EPISODES:-100}
-STEPS=${STEPS:-8000}
+STEPS=${STEPS:-4000}
 BATCH=${BATCH:-32}
 LR=${LR:-3e-4}
 EVAL_EPISODES=${EVAL_EPISODES:-50}

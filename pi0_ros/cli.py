@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "bench": {
         "model": ("pi0_ros.bench.model", "time the pi0 model: prefix, per-step and per-chunk ms"),
         "pipeline": ("pi0_ros.bench.pipeline", "time the ROS pipeline: control jitter, chunk latency"),
+        "record": ("pi0_ros.bench.record", "record under load: published vs written messages"),
     },
 }
 

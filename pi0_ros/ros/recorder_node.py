@@ -43,8 +43,10 @@ def adapted_qos(infos: list[Any]) -> QoSProfile:
     """The subscription QoS that matches every discovered publisher (as rosbag2 does)."""
     reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
     latched = all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+    # Reliable publishers: KEEP_ALL, so a slow callback applies back-pressure instead of the
+    # reader overwriting unread samples (nothing is lost between a reliable publisher and us).
     return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH,
+        history=HistoryPolicy.KEEP_ALL if reliable else HistoryPolicy.KEEP_LAST, depth=RECORD_DEPTH,
         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
     )

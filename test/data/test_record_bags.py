@@ -187,3 +187,18 @@ def test_record_cli_runs_and_reports_counts(tmp_path, capsys):
     assert set(summary["topics"]) == {t for t, _ in record_topics("ur5e")} - {EPISODE_TOPIC}
     with Reader(tmp_path / "episode_000000") as r:
         assert r.message_count == 2  # the start and stop markers
+
+
+@pytest.mark.slow
+def test_bench_record_loses_nothing_under_load():
+    """3 cameras 640x480 at 30 Hz + 2 x 500 Hz joint states from another process: written == published."""
+    import json as _json
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pi0_ros.cli", "bench", "record", "--duration", "3", "--json"],
+                         capture_output=True, text=True, timeout=180, env=os.environ.copy())
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    d = _json.loads(out.stdout.strip().splitlines()[-1])
+    assert d["published"] > 3000 and d["lost"] == 0 and d["written"] == d["published"], d

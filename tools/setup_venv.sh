@@ -22,6 +22,7 @@ if [ ! -x "$venv/bin/python" ]; then
   log "creating $venv with $py"
   "$py" -m venv "$venv"
 fi
+venv=$(cd "$venv" && pwd)  # absolute: later checks run from other directories
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 
 # 1. torch first, exactly this version: any other resolution pulls several GB of CUDA wheels.

@@ -22,6 +22,7 @@ setup(
         ("share/pi0_ros/config", glob("config/*.yaml") + glob("config/*.rviz")),
         ("share/pi0_ros/config/embodiments", glob("config/embodiments/*.yaml")),
         ("share/pi0_ros/config/params", glob("config/params/*.yaml")),
+        *[(f"share/pi0_ros/{d}", glob(f"{d}/*.*")) for d in glob("checkpoints/*") + glob("checkpoints/*/assets/*")],
     ],
     install_requires=[
         # torch: install torch==2.13.0 first (CPU) or your CUDA build; any torch>=2.4 works.

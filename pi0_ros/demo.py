@@ -16,7 +16,7 @@ import numpy as np
 
 from pi0_ros.paths import share_dir
 
-DEFAULT_CHECKPOINT = "checkpoints/pi0_small_aloha_pick_cube"  # trained by `make train-demo-checkpoint`
+DEFAULT_CHECKPOINT = "checkpoints/pi0_sim_aloha_pick_cube"  # made by tools/make_demo_checkpoint.sh
 PROMPTS = ("pick up the red cube", "pick up the blue cube")
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pi0_ros.chunking import Chunk, ChunkScheduler, Tick
-from pi0_ros.robots.embodiment import BASE_KINDS, Embodiment
+from pi0_ros.robots.embodiment import BASE_KINDS, Embodiment, JointStateError
 from pi0_ros.safety import SafetyFilter, SafetyLimits
 
 
@@ -38,6 +38,48 @@ class TickResult:
     tick: Tick | None
     interventions: list[str]
     reason: str = "ok"
+
+
+class MeasuredState:
+    """The robot's latest measured state from several JointState sources (+ odometry), by name.
+
+    `get(now)` is None when any source is missing or older than `timeout` s (the driver died),
+    so the executor holds instead of acting on a stale measurement. Times: any monotonic clock.
+    """
+
+    def __init__(self, embodiment: Embodiment, timeout: float) -> None:
+        self.embodiment, self.timeout = embodiment, timeout
+        self._joints: dict[str, tuple[float, dict[str, float]]] = {}
+        self._base: tuple[float, dict[str, float]] | None = None
+
+    def update_joints(self, source: str, t: float, positions: dict[str, float]) -> None:
+        self._joints[source] = (t, positions)
+
+    def update_base(self, t: float, vx: float, vy: float, wz: float) -> None:
+        self._base = (t, {"base_vx": vx, "base_vy": vy, "base_wz": wz})
+
+    def clear(self) -> None:
+        self._joints.clear()
+        self._base = None
+
+    def get(self, now: float) -> np.ndarray | None:
+        """(n,) robot units, or None (missing / stale source, or a joint missing from it)."""
+        emb = self.embodiment
+        srcs = {}
+        for s in emb.joint_state_sources:
+            entry = self._joints.get(s)
+            if entry is None or now - entry[0] > self.timeout:
+                return None
+            srcs[s] = entry[1]
+        base = None
+        if emb.odometry_topic:
+            if self._base is None or now - self._base[0] > self.timeout:
+                return None
+            base = self._base[1]
+        try:
+            return emb.state_from_joints(srcs, base)
+        except JointStateError:
+            return None
 
 
 class ChunkExecutor:

@@ -20,7 +20,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import SetBool
 
-from pi0_ros.executor import ChunkExecutor
+from pi0_ros.executor import ChunkExecutor, MeasuredState
 from pi0_ros.msg import ActionChunk
 from pi0_ros.robots.embodiment import JointStateError, joint_state_positions, load_embodiment
 from pi0_ros.ros.commands import CommandPublishers
@@ -51,8 +51,7 @@ class ExecutorNode(Node):
                                   require_reference=p["require_joint_states"], enabled=p["start_enabled"])
         self.commands = CommandPublishers(self, emb, dry_run=p["dry_run"])
         self._lock = threading.Lock()
-        self._joints: dict[str, tuple[float, dict[str, float]]] = {}  # source -> (monotonic, positions)
-        self._odom: tuple[float, dict[str, float]] | None = None
+        self.measured = MeasuredState(emb, p["joint_state_timeout"])  # fed with monotonic receipt times
         self._stop = threading.Event()
         self.periods: deque[float] = deque(maxlen=100_000)  # s, measured control periods
         self.missed_ticks = 0
@@ -100,12 +99,12 @@ class ExecutorNode(Node):
             self.get_logger().warning(f"joint state from {source} rejected: {e}", throttle_duration_sec=2.0)
             return
         with self._lock:
-            self._joints[source] = (time.monotonic(), pos)
+            self.measured.update_joints(source, time.monotonic(), pos)
 
     def _on_odom(self, msg: Odometry) -> None:
         t = msg.twist.twist
         with self._lock:
-            self._odom = (time.monotonic(), {"base_vx": t.linear.x, "base_vy": t.linear.y, "base_wz": t.angular.z})
+            self.measured.update_base(time.monotonic(), t.linear.x, t.linear.y, t.angular.z)
 
     def _on_estop(self, msg: Bool) -> None:
         with self._lock:
@@ -128,30 +127,13 @@ class ExecutorNode(Node):
         """The robot was moved externally (simulator reset): forget chunks, the last command and
         the joint states received so far; hold until fresh joint states arrive."""
         with self._lock:
-            self._joints.clear()
-            self._odom = None
+            self.measured.clear()
             self.core.reset(now)
 
     # ------------------------------------------------------------------ control loop
     def _measured(self) -> np.ndarray | None:
-        """Latest measured state (n,) or None when any source is missing or older than the timeout."""
-        t = time.monotonic()
-        timeout = self.params["joint_state_timeout"]
-        srcs = {}
-        for s in self.embodiment.joint_state_sources:
-            entry = self._joints.get(s)
-            if entry is None or t - entry[0] > timeout:
-                return None
-            srcs[s] = entry[1]
-        base = None
-        if self.embodiment.odometry_topic:
-            if self._odom is None or t - self._odom[0] > timeout:
-                return None
-            base = self._odom[1]
-        try:
-            return self.embodiment.state_from_joints(srcs, base)
-        except JointStateError:
-            return None
+        """Latest measured state (n,) or None when any source is missing or stale."""
+        return self.measured.get(time.monotonic())
 
     def _set_realtime(self) -> None:
         prio = int(self.params["realtime_priority"])

@@ -136,3 +136,19 @@ def test_odometry_rotated_into_base_frame():
     asm.add_odometry(1.0, 0.0, 1.0, 0.2, (np.cos(yaw / 2), 0.0, 0.0, np.sin(yaw / 2)))
     o = asm.assemble(1.0).observation
     np.testing.assert_allclose(o.state[-3:], [1.0, 0.0, 0.2], atol=1e-12)
+
+
+def test_measured_state_goes_stale_per_source():
+    from pi0_ros.executor import MeasuredState
+
+    emb = load_embodiment("mobile_trossen_arx")
+    m = MeasuredState(emb, timeout=0.25)
+    for s in emb.joint_state_sources:
+        m.update_joints(s, 1.0, {d.joint: 0.1 for d in emb.dims if d.source == s})
+    assert m.get(1.0) is None  # no odometry yet: a mobile robot's state is incomplete
+    m.update_base(1.0, 0.2, 0.0, -0.1)
+    np.testing.assert_allclose(m.get(1.1)[-2:], [0.2, -0.1])
+    m.update_joints("left", 1.3, {d.joint: 0.1 for d in emb.dims if d.source == "left"})
+    assert m.get(1.3) is None  # the right arm's driver went quiet for > 0.25 s
+    m.clear()
+    assert m.get(1.3) is None

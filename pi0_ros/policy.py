@@ -16,6 +16,7 @@ A checkpoint directory holds `model.safetensors` + `config.json` (model/checkpoi
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ASSETS_DIRNAME = "assets"
+DELTA_FILENAME = "delta_actions.json"  # assets/<asset_id>/: which action dims are relative to the state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +90,10 @@ class Policy:
         normalizer: Normalizer | None = None,
         device: str | torch.device = "cpu",
         num_steps: int = 10,
+        delta_action_mask: np.ndarray | None = None,
     ) -> None:
+        """delta_action_mask: (k <= action_dim,) bool; the model predicts those action dims as
+        offsets from the current state (openpi's DeltaActions), so infer adds the state back."""
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         self.device = torch.device(device)
@@ -99,6 +104,7 @@ class Policy:
         self.num_steps = int(num_steps)
         self.random_weights = False  # True for tiny_random: say so loudly wherever it runs
         self._ignored_cameras: set[str] = set()
+        self.delta_action_mask = None if delta_action_mask is None else np.asarray(delta_action_mask, dtype=bool)
         if tokenizer.max_len > self.config.max_token_len:
             raise ValueError(
                 f"tokenizer max_len {tokenizer.max_len} exceeds the model's max_token_len "
@@ -198,6 +204,10 @@ class Policy:
             t2 = time.perf_counter()
             out = actions[0].float().cpu().numpy().astype(np.float64)
         out = self.normalizer.unnormalize(out, "actions")
+        if self.delta_action_mask is not None:
+            m = self.delta_action_mask
+            state = np.asarray(inp.state, dtype=np.float64)
+            out[:, : m.size][:, m] += state[: m.size][m]  # (H, D): offsets -> absolute
         t3 = time.perf_counter()
         timing = {
             "preprocess": (t1 - t0) * 1e3,
@@ -265,7 +275,10 @@ class Policy:
             normalizer = Normalizer.identity()
         else:
             normalizer = Normalizer(load_norm_stats(stats_file), mode=norm_mode)
-        return cls(model, tokenizer, normalizer, device=device, num_steps=num_steps)
+        delta = None
+        if stats_file is not None and (stats_file.parent / DELTA_FILENAME).is_file():
+            delta = load_delta_mask(stats_file.parent)
+        return cls(model, tokenizer, normalizer, device=device, num_steps=num_steps, delta_action_mask=delta)
 
     @classmethod
     def tiny_random(
@@ -312,6 +325,26 @@ def _find_norm_stats(directory: Path, asset_id: str | None) -> Path | None:
     if not file.is_file():
         raise FileNotFoundError(f"asset directory {file.parent} has no {NORM_STATS_FILENAME}")
     return file
+
+
+def save_delta_mask(asset_dir: str | os.PathLike, mask: np.ndarray) -> Path:
+    """Write assets/<asset_id>/delta_actions.json: which padded action dims are state-relative."""
+    d = Path(asset_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    f = d / DELTA_FILENAME
+    f.write_text(json.dumps({"delta_action_mask": [bool(x) for x in np.asarray(mask, dtype=bool)]}) + "\n")
+    return f
+
+
+def load_delta_mask(asset_dir: str | os.PathLike) -> np.ndarray:
+    f = Path(asset_dir) / DELTA_FILENAME
+    try:
+        mask = json.loads(f.read_text())["delta_action_mask"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{f}: expected {{\"delta_action_mask\": [bool, ...]}}: {e}") from e
+    if not isinstance(mask, list) or not all(isinstance(x, bool) for x in mask):
+        raise ValueError(f"{f}: delta_action_mask must be a list of booleans")
+    return np.array(mask, dtype=bool)
 
 
 def save_policy_checkpoint(

@@ -20,7 +20,7 @@ mkdir -p "$work"
 [ -d "$work/dataset" ] || "${pi0[@]}" bag2dataset "$work"/bags/episode_* --embodiment trossen_bimanual --out "$work/dataset" --success-only > "$work/bag2dataset.json"
 # 3. Train from scratch (seed 0).
 "${pi0[@]}" train --dataset "$work/dataset" --preset sim --out "$work/train" --steps "$STEPS" --batch-size "$BATCH" \
-  --lr "$LR" --warmup 300 --seed 0 --save-every 1000 --log-every 50 --resume
+  --lr "$LR" --warmup 300 --seed 0 --save-every 1000 --log-every 50 --delta-actions --resume
 ckpt=$(ls -d "$work"/train/checkpoints/step_* | sort | tail -1)
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube" && mkdir -p "$here/checkpoints"
 cp -r "$ckpt" "$here/checkpoints/pi0_sim_aloha_pick_cube"

@@ -84,6 +84,7 @@ class TrainConfig:
     action_dim: int | None = None      # preset only
     num_cameras: int | None = None     # preset only (default 3)
     log_every: int = 1
+    delta_actions: bool = False        # joints as offsets from the current state (openpi's ALOHA recipe)
     stop_after: int | None = None      # stop (as if interrupted) after this step; tests/debugging
 
 
@@ -120,8 +121,28 @@ def masked_loss(per_elem: torch.Tensor, mask: torch.Tensor, denom: torch.Tensor 
     return (per_elem * mask).sum() / denom
 
 
-def combined_norm_stats(datasets: Sequence[Pi0Dataset], action_dim: int) -> dict[str, dict[str, NormStats]]:
-    """{asset_id: {"state", "actions"}} over all frames of the datasets of each asset (slot layout)."""
+def delta_mask(dataset: Pi0Dataset) -> np.ndarray:
+    """(n,) True for joint dims (delta actions); grippers and base velocities stay absolute."""
+    return np.array([d["kind"] == "joint" for d in dataset.dims])
+
+
+def chunk_deltas(d: Pi0Dataset, stride: int = 5) -> np.ndarray:
+    """Action chunks minus the state they start from, on joint dims: (frames/stride * H, n)."""
+    mask = delta_mask(d)
+    rows = []
+    for i in range(0, len(d), stride):
+        acts, _ = d.action_chunk(i)
+        a = acts.astype(np.float64).copy()
+        a[:, mask] -= d.state[i, mask]
+        rows.append(a)
+    return np.concatenate(rows)
+
+
+def combined_norm_stats(datasets: Sequence[Pi0Dataset], action_dim: int,
+                        delta_actions: bool = False) -> dict[str, dict[str, NormStats]]:
+    """{asset_id: {"state", "actions"}} over all frames of the datasets of each asset (slot layout).
+
+    With delta_actions the action stats are those of the chunks relative to their start state."""
     by_asset: dict[str, list[Pi0Dataset]] = {}
     for d in datasets:
         by_asset.setdefault(d.asset_id, []).append(d)
@@ -135,7 +156,10 @@ def combined_norm_stats(datasets: Sequence[Pi0Dataset], action_dim: int) -> dict
             raise ValueError(f"asset '{asset}' uses slots up to {width - 1}; the model's action_dim is {action_dim}")
         stats = {}
         for key, attr in (("state", "state"), ("actions", "action")):
-            x = np.concatenate([getattr(d, attr) for d in ds]).astype(np.float64)
+            if key == "actions" and delta_actions:
+                x = np.concatenate([chunk_deltas(d) for d in ds])
+            else:
+                x = np.concatenate([getattr(d, attr) for d in ds]).astype(np.float64)
             vec = {}
             for k, fn, fill in (("mean", lambda a: a.mean(0), 0.0), ("std", lambda a: a.std(0), 1.0),
                                 ("q01", lambda a: np.quantile(a, 0.01, axis=0), -1.0),
@@ -154,7 +178,7 @@ class StepBatches(TorchDataset):
 
     def __init__(self, datasets: Sequence[Pi0Dataset], norm: dict[str, dict[str, NormStats]], batch_size: int,
                  rank: int, world: int, seed: int, action_dim: int, camera_names: Sequence[str], image_size: int,
-                 total_steps: int) -> None:
+                 total_steps: int, delta_actions: bool = False) -> None:
         if batch_size % world:
             raise ValueError(f"--batch-size {batch_size} must be divisible by the number of ranks {world}")
         self.datasets = list(datasets)
@@ -166,6 +190,7 @@ class StepBatches(TorchDataset):
         self.camera_names = list(camera_names)
         self.image_size = image_size
         self.total_steps = total_steps
+        self.delta_actions = delta_actions
 
     def __len__(self) -> int:
         return self.total_steps
@@ -195,6 +220,9 @@ class StepBatches(TorchDataset):
             state[b] = norm.normalize(st, "state")
             act = np.zeros((H, D))
             act[:, slots] = s["actions"].numpy()
+            if self.delta_actions:
+                js = slots[delta_mask(ds)]
+                act[:, js] -= st[js]
             act = norm.normalize(act, "actions")
             act[:, np.setdiff1d(np.arange(D), slots)] = 0.0  # padding dims stay exactly zero
             actions[b] = act
@@ -282,9 +310,10 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def save_training_checkpoint(out: Path, step: int, model, tokenizer, norm: dict[str, dict[str, NormStats]],
-                             optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig) -> Path:
+                             optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig,
+                             delta: dict[str, np.ndarray] | None = None) -> Path:
     from pi0_ros.model.normalize import save_norm_stats
-    from pi0_ros.policy import ASSETS_DIRNAME, save_policy_checkpoint
+    from pi0_ros.policy import ASSETS_DIRNAME, save_delta_mask, save_policy_checkpoint
 
     d = checkpoint_dir(out, step)
     tmp = d.with_name(d.name + ".tmp")
@@ -295,6 +324,8 @@ def save_training_checkpoint(out: Path, step: int, model, tokenizer, norm: dict[
     save_policy_checkpoint((model, tokenizer), tmp, asset_id=assets[0], norm_stats=norm[assets[0]])
     for a in assets[1:]:
         save_norm_stats(tmp / ASSETS_DIRNAME / a, norm[a])
+    for a, m in (delta or {}).items():
+        save_delta_mask(tmp / ASSETS_DIRNAME / a, m)
     ts = tmp / TRAIN_STATE
     ts.mkdir()
     torch.save(optimizer.state_dict(), ts / "optimizer.pt")
@@ -372,7 +403,13 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         extra = sorted(set(d.camera_slots) - set(config.camera_names))
         if extra:
             logger.warning("%s: camera slot(s) %s are not among the model's %s: ignored", d.root, extra, list(config.camera_names))
-    norm = combined_norm_stats(datasets, config.action_dim)
+    norm = combined_norm_stats(datasets, config.action_dim, cfg.delta_actions)
+    delta = {}
+    if cfg.delta_actions:
+        for d in datasets:
+            m = np.zeros(int(d.slots.max()) + 1, dtype=bool)
+            m[d.slots[delta_mask(d)]] = True
+            delta[d.asset_id] = m
 
     start_step = 0
     ckpt = latest_checkpoint(out) if cfg.resume else None
@@ -410,7 +447,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
                                                            "model": config.to_dict()}, indent=2, default=str))
 
     batches = StepBatches(datasets, norm, cfg.batch_size, rank, world, cfg.seed, config.action_dim,
-                          config.camera_names, config.vision.image_size, cfg.steps)
+                          config.camera_names, config.vision.image_size, cfg.steps, cfg.delta_actions)
     loader = DataLoader(batches, batch_size=None, sampler=range(start_step, cfg.steps), num_workers=cfg.num_workers,
                         persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -458,7 +495,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
                                     "samples_per_s": round(cfg.batch_size / max(step_times[-1], 1e-9), 2)}) + "\n")
         save = done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0)
         if save and rank == 0:
-            last_ckpt = save_training_checkpoint(out, done, model, tokenizer, norm, optimizer, scheduler, cfg)
+            last_ckpt = save_training_checkpoint(out, done, model, tokenizer, norm, optimizer, scheduler, cfg, delta)
             write_plot(out)
         if save and world > 1:
             dist.barrier()
@@ -534,6 +571,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=None, help="preset only: actions per chunk (default 50)")
     parser.add_argument("--action-dim", type=int, default=None, help="preset only: padded action width (default 32)")
     parser.add_argument("--num-cameras", type=int, default=None, help="preset only: camera slots of the model (default 3)")
+    parser.add_argument("--delta-actions", action="store_true",
+                        help="learn joint actions as offsets from the current state (openpi's ALOHA recipe); "
+                             "saved as assets/<asset_id>/delta_actions.json, the policy adds the state back")
     parser.add_argument("--log-every", type=int, default=1, help="write a log line every N steps")
 
 
@@ -544,7 +584,7 @@ def run(args: argparse.Namespace) -> int:
                       weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, freeze_vlm=args.freeze_vlm,
                       save_every=args.save_every, resume=args.resume, device=args.device,
                       num_workers=args.num_workers, chunk_size=args.chunk_size, action_dim=args.action_dim,
-                      num_cameras=args.num_cameras, log_every=args.log_every)
+                      num_cameras=args.num_cameras, log_every=args.log_every, delta_actions=args.delta_actions)
     summary = train(cfg)
     if _dist_env()[0] == 0:
         losses = summary.pop("losses")

@@ -267,3 +267,30 @@ def test_cameras_the_model_does_not_have_are_ignored():
     b = one.infer(PolicyInput({"base_0_rgb": img, "left_wrist_0_rgb": img * 0, "right_wrist_0_rgb": img * 0},
                               state, "pick up the red cube"), noise=noise).actions
     np.testing.assert_array_equal(a, b)
+
+
+def test_delta_actions_add_the_state_back(tmp_path):
+    """A checkpoint trained with delta actions stores the mask; infer returns absolute actions."""
+    import numpy as np
+
+    from pi0_ros.policy import Policy, PolicyInput, load_delta_mask, save_delta_mask, save_policy_checkpoint
+
+    p = Policy.tiny_random(seed=0, num_cameras=1)
+    state = np.zeros(p.action_dim)
+    state[:14] = np.linspace(-1, 1, 14)
+    inp = PolicyInput({"base_0_rgb": np.zeros((8, 8, 3), np.uint8)}, state, "pick up the red cube")
+    noise = np.zeros((p.chunk_size, p.action_dim), np.float32)
+    absolute = p.infer(inp, noise=noise).actions
+    mask = np.zeros(14, bool)
+    mask[[0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]] = True  # joints, not grippers
+    from pi0_ros.model.normalize import NormStats
+
+    unit = NormStats(mean=np.zeros(14), std=np.ones(14) - 1e-6)  # (x - 0) / (std + 1e-6) = x
+    save_policy_checkpoint(p, tmp_path / "ck", asset_id="trossen", norm_stats={"state": unit, "actions": unit})
+    save_delta_mask(tmp_path / "ck" / "assets" / "trossen", mask)
+    np.testing.assert_array_equal(load_delta_mask(tmp_path / "ck" / "assets" / "trossen"), mask)
+    q = Policy.from_checkpoint(tmp_path / "ck")
+    delta = q.infer(inp, noise=noise).actions
+    expected = absolute.copy()
+    expected[:, :14][:, mask] += state[:14][mask]
+    np.testing.assert_allclose(delta, expected, atol=1e-6)

@@ -35,11 +35,11 @@ def test_record_convert_train_deploy(tmp_path: Path):
                           "--out", str(ds), "--quiet"))
     assert conv["episodes"] >= 2 and conv["frames"] > 200 and conv["action_source"] == "commands"
 
-    pi0("train", "--dataset", str(ds), "--preset", "sim", "--out", str(run), "--steps", "4", "--batch-size", "4",
+    pi0("train", "--dataset", str(ds), "--preset", "sim", "--out", str(run), "--steps", "4", "--batch-size", "4", "--delta-actions",
         "--warmup", "1", "--seed", "0")
     ckpt = run / "checkpoints" / "step_000004"
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.model").is_file()
-    assert list((ckpt / "assets").glob("*/norm_stats.json"))
+    assert list((ckpt / "assets").glob("*/norm_stats.json")) and list((ckpt / "assets").glob("*/delta_actions.json"))
 
     from pi0_ros.ros.sim_session import SimSession
 

@@ -36,6 +36,9 @@ def summarise(results: list, wall_s: float) -> dict:
         "successes": len(succ),
         "success_rate": len(succ) / n if n else 0.0,
         "mean_time_to_success_s": statistics.mean(r.time_to_success for r in succ) if succ else None,
+        # Language grounding, independent of grasping: did a gripper touch the named cube / the other?
+        "reached_target_rate": sum(r.reached_target for r in results) / n if n else 0.0,
+        "reached_other_rate": sum(r.reached_other for r in results) / n if n else 0.0,
         "safety_interventions": interventions,
         "rejected_chunks": sum(r.rejected_chunks for r in results),
         "wall_s": round(wall_s, 1),
@@ -59,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
                 print(f"episode {i + 1}/{args.episodes} seed {r.seed} '{r.prompt}': "
                       f"{'SUCCESS' if r.success else 'fail'}"
                       + (f" in {r.time_to_success:.2f} s" if r.success else "")
-                      + f", {r.chunks} chunks", file=sys.stderr, flush=True)
+                      + f", {r.chunks} chunks, touched {'the ' + r.target + ' cube' if r.reached_target else 'not the target'}"
+                      + (" and the OTHER cube" if r.reached_other else ""), file=sys.stderr, flush=True)
     finally:
         session.close()
     summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy,
@@ -69,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']}), "
-              f"mean time to success {summary['mean_time_to_success_s']}, "
+              f"mean time to success {summary['mean_time_to_success_s']}, touched the named cube "
+              f"{summary['reached_target_rate']:.0%}, the other cube {summary['reached_other_rate']:.0%}, "
               f"safety interventions {summary['safety_interventions']}")
     return 0

@@ -26,6 +26,9 @@ class EpisodeResult:
     chunks: int                        # chunks accepted by the executor
     interventions: dict[str, int] = field(default_factory=dict)  # safety interventions (excl. holds)
     rejected_chunks: int = 0
+    target: str = ""                   # the cube the prompt names
+    reached_target: bool = False       # a gripper came within 3 cm of the named cube (touch)
+    reached_other: bool = False        # ... of a cube the prompt did NOT name
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -81,11 +84,17 @@ class SimSession:
             acc0, rej0 = ex.core.scheduler.counters.accepted, sum(ex.core.rejected.values())
         max_time = max_time if max_time is not None else sim.env.task.duration_s
         t_success = None
+        task = sim.env.task
+        target = task.target
+        others = [c for c in task.colors if c != target]
+        reached_target = reached_other = False
         wall_end = time.monotonic() + max_time * 5 + 30  # never hang if the sim stalls
         while sim.env.time < max_time and time.monotonic() < wall_end:
             self.spin(0.05)
             if on_step is not None:
                 on_step(self)
+            reached_target = reached_target or task.reached(sim.env, target)
+            reached_other = reached_other or any(task.reached(sim.env, c) for c in others)
             if t_success is None and sim.env.success():
                 t_success = sim.env.time
                 if stop_on_success:
@@ -95,7 +104,8 @@ class SimSession:
         return EpisodeResult(seed=seed, prompt=prompt, success=t_success is not None, time_to_success=t_success,
                              duration=sim.env.time, chunks=ex.core.scheduler.counters.accepted - acc0,
                              interventions={k: v for k, v in interventions.items() if v},
-                             rejected_chunks=sum(ex.core.rejected.values()) - rej0)
+                             rejected_chunks=sum(ex.core.rejected.values()) - rej0, target=target,
+                             reached_target=reached_target, reached_other=reached_other)
 
     def close(self) -> None:
         self.bringup.stop()

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return _executor_child(args)
     import rclpy
     import torch
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
 
     from pi0_ros.policy import Policy
@@ -146,11 +146,13 @@ def run(args: argparse.Namespace) -> int:
     if args.executor_in_process:
         executor_node = ExecutorNode(parameter_overrides=overrides({**common, "realtime_priority": args.realtime_priority}))
         nodes.append(executor_node)
-    ex = MultiThreadedExecutor(num_threads=3)
+    # One executor thread per node, as in `pi0-ros bringup` (see pi0_ros.ros.bringup).
+    executors = []
     for n in nodes:
-        ex.add_node(n)
-    spin = threading.Thread(target=ex.spin, daemon=True)
-    spin.start()
+        e = SingleThreadedExecutor()
+        e.add_node(n)
+        threading.Thread(target=e.spin, daemon=True).start()
+        executors.append(e)
     time.sleep(warmup)
     pol = nodes[2]
     pol.model_ms.clear(), pol.latency_ms.clear(), pol.overhead_ms.clear(), pol.wait_ms.clear()
@@ -166,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         ex_stats = {"jitter": executor_node.jitter_stats(),
                     "chunks_used_per_s": (executor_node.core.scheduler.counters.switched - sw0) / args.duration,
                     "safety": {k: v for k, v in executor_node.core.safety.counters.items() if v}}
-    ex.shutdown()
+    for e in executors:
+        e.shutdown(timeout_sec=2.0)
     for n in nodes:
         n.destroy_node()
     rclpy.shutdown()

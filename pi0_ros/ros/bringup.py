@@ -6,12 +6,13 @@ Node parameters are the same as in launch/pi0.launch.py and config/<embodiment>.
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 
@@ -59,21 +60,50 @@ class Bringup:
             from pi0_ros.ros.viz_node import VizNode
 
             self.nodes["viz"] = VizNode(parameter_overrides=params("viz", {}), **kw)
-        self.executor = MultiThreadedExecutor(num_threads=4, **kw)
+        # One single-threaded executor per node, each on its own thread: rclpy's
+        # MultiThreadedExecutor busy-loops while a long callback of a node runs (the entity stays
+        # ready), which starves every other thread of the GIL (the sim, the inference).
+        self._spinners: list[tuple[SingleThreadedExecutor, threading.Thread, object]] = []
         for n in self.nodes.values():
-            self.executor.add_node(n)
+            self.add_node(n)
         return self
 
+    def add_node(self, node) -> None:
+        """Spin one more node (e.g. a recorder) on its own executor thread."""
+        kw = {"context": self.context} if self.context is not None else {}
+        ex = SingleThreadedExecutor(**kw)
+        ex.add_node(node)
+        t = threading.Thread(target=self._spin, args=(ex,), name=f"spin_{node.get_name()}", daemon=True)
+        t.start()
+        self._spinners.append((ex, t, node))
+
+    @staticmethod
+    def _spin(ex: SingleThreadedExecutor) -> None:
+        try:
+            ex.spin()
+        except Exception:  # noqa: BLE001 - shutdown races end the thread quietly
+            pass
+
     def spin_for(self, seconds: float, until=None) -> None:
+        """Let the nodes run for `seconds` (or until `until()` is true)."""
         end = time.monotonic() + seconds
         while time.monotonic() < end and (until is None or not until()):
-            self.executor.spin_once(timeout_sec=0.05)
+            time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+
+    def remove_node(self, node) -> None:
+        for i, (ex, t, n) in enumerate(self._spinners):
+            if n is node:
+                ex.shutdown(timeout_sec=2.0)
+                t.join(timeout=2.0)
+                del self._spinners[i]
+                return
 
     def stop(self) -> None:
-        for n in reversed(list(self.nodes.values())):
-            self.executor.remove_node(n)
+        for ex, t, n in reversed(self._spinners):
+            ex.shutdown(timeout_sec=2.0)
+            t.join(timeout=2.0)
             n.destroy_node()
-        self.executor.shutdown()
+        self._spinners.clear()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,10 +122,7 @@ def run(args: argparse.Namespace) -> int:
     b = Bringup(args.embodiment, checkpoint=args.checkpoint, prompt=args.prompt, dry_run=args.dry_run, sim=args.sim,
                 viz=args.viz, use_sim_time=args.sim, trigger=args.trigger).start()
     try:
-        if args.duration > 0:
-            b.spin_for(args.duration)
-        else:
-            b.executor.spin()
+        b.spin_for(args.duration if args.duration > 0 else float("inf"))
     except KeyboardInterrupt:
         pass
     finally:

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     rec = RecorderNode(context=session.context, parameter_overrides=[
         Parameter("embodiment", value=args.embodiment), Parameter("output_dir", value=args.out),
         Parameter("storage", value=args.storage), Parameter("use_sim_time", value=True)])
-    session.bringup.executor.add_node(rec)
+    session.bringup.add_node(rec)
     results = []
     t0 = time.monotonic()
     try:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{'success' if r.success else 'FAILED'}", file=sys.stderr, flush=True)
         summary = rec.finish()
     finally:
-        session.bringup.executor.remove_node(rec)
+        session.bringup.remove_node(rec)
         rec.destroy_node()
         session.close()
     out = {"episodes": len(results), "successes": sum(r.success for r in results), "out": args.out,

@@ -24,7 +24,8 @@ mkdir -p "$work"
 ckpt=$(ls -d "$work"/train/checkpoints/step_* | sort | tail -1)
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube" && mkdir -p "$here/checkpoints"
 cp -r "$ckpt" "$here/checkpoints/pi0_sim_aloha_pick_cube"
-cp "$work"/train/loss*.png "$here/checkpoints/pi0_sim_aloha_pick_cube/" 2>/dev/null || true
+rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube/train_state"   # optimizer state: only for --resume
+cp "$work/train/loss.png" "$here/checkpoints/pi0_sim_aloha_pick_cube/"
 # 4. Closed-loop evaluation through the ROS nodes on unseen seeds.
 "${pi0[@]}" eval --checkpoint "$here/checkpoints/pi0_sim_aloha_pick_cube" --episodes "$EVAL_EPISODES" --seed 1000 --json \
   > "$work/eval.json"

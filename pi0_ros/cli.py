@@ -13,7 +13,7 @@ import sys
 # name -> (module, one-line help). Nested groups are dicts.
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "embodiments": ("pi0_ros.robots.cli", "list the robot embodiments (action dims, cameras, rates)"),
-    "demo": ("pi0_ros.demo", "run the whole pipeline on the simulated ALOHA and write a report"),
+    "demo": ("pi0_ros.ros.demo", "run the whole pipeline on the simulated ALOHA and write a report"),
     "bringup": ("pi0_ros.ros.bringup", "run the observation, policy and executor nodes in one process"),
     "eval": ("pi0_ros.evaluation", "closed-loop episodes in the simulator through the ROS nodes"),
     "record": ("pi0_ros.data.record", "record rosbag2 (mcap) episodes of an embodiment's topics"),
@@ -22,8 +22,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "train": ("pi0_ros.training.train", "fine-tune pi0 on datasets (flow-matching loss)"),
     "bench": {
         "model": ("pi0_ros.bench.model", "time the pi0 model: prefix, per-step and per-chunk ms"),
-        "pipeline": ("pi0_ros.bench.pipeline", "time the ROS pipeline: control jitter, chunk latency"),
-        "record": ("pi0_ros.bench.record", "record under load: published vs written messages"),
+        "pipeline": ("pi0_ros.ros.bench_pipeline", "time the ROS pipeline: control jitter, chunk latency"),
+        "record": ("pi0_ros.ros.bench_record", "record under load: published vs written messages"),
     },
 }
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rclpy.executors import MultiThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -21,30 +21,30 @@ from pi0_ros.ros.conversions import rgb_to_image, sec_to_stamp
 
 
 class Graph:
-    """Owns a context + executor thread; add nodes, then `wait_for(cond)`."""
+    """Owns a context and one executor thread per node (as pi0-ros bringup does: rclpy's
+    MultiThreadedExecutor busy-loops while a long callback runs and starves other threads);
+    add nodes, then `wait_for(cond)`."""
 
     def __init__(self) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
-        self.executor = MultiThreadedExecutor(num_threads=4, context=self.context)
         self.nodes: list[Node] = []
-        self._thread: threading.Thread | None = None
+        self._spinners: list[tuple[SingleThreadedExecutor, threading.Thread]] = []
 
     def add(self, node: Node) -> Node:
         self.nodes.append(node)
-        self.executor.add_node(node)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._spin, daemon=True)
-            self._thread.start()
+        ex = SingleThreadedExecutor(context=self.context)
+        ex.add_node(node)
+        t = threading.Thread(target=self._spin, args=(ex,), daemon=True)
+        t.start()
+        self._spinners.append((ex, t))
         return node
 
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.02)
-            except Exception:  # noqa: BLE001 - shutdown races
-                if not self.context.ok():
-                    return
+    def _spin(self, ex: SingleThreadedExecutor) -> None:
+        try:
+            ex.spin()
+        except Exception:  # noqa: BLE001 - shutdown races
+            if self.context.ok():
                 raise
 
     def node(self, name: str) -> Node:
@@ -63,15 +63,15 @@ class Graph:
         return cond()
 
     def close(self) -> None:
+        for ex, t in self._spinners:
+            ex.shutdown(timeout_sec=2.0)
+            t.join(timeout=2.0)
         for n in reversed(self.nodes):
             try:
-                self.executor.remove_node(n)
                 n.destroy_node()
             except Exception:  # noqa: BLE001
                 pass
         rclpy.shutdown(context=self.context)
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
 
 
 def now(node: Node) -> float:

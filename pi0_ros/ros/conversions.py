@@ -1,6 +1,7 @@
 """Message <-> numpy conversions shared by the nodes (the only place that knows both)."""
 from __future__ import annotations
 
+import array
 import importlib
 from typing import Any
 
@@ -36,7 +37,8 @@ def rgb_to_image(rgb: np.ndarray, stamp: Time | None = None, frame_id: str = "")
     msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
     msg.encoding = "rgb8"
     msg.step = msg.width * 3
-    msg.data = np.ascontiguousarray(rgb, dtype=np.uint8).tobytes()
+    # array.array takes rclpy's fast path for uint8[] (bytes would be validated element-wise).
+    msg.data = array.array("B", np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
     return msg
 
 

@@ -13,7 +13,6 @@ Interface:
 """
 from __future__ import annotations
 
-import importlib
 import json
 import time
 from typing import Any
@@ -27,16 +26,11 @@ from std_msgs.msg import String
 from pi0_ros.data.record import EpisodeRecorder, marker_payload
 from pi0_ros.data.topics import EPISODE_TOPIC, record_topic_specs
 from pi0_ros.ros.common import declare
+from pi0_ros.ros.conversions import message_class
 from pi0_ros.srv import Episode
 
 EVENT_QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 RECORD_DEPTH = 1000  # subscription queue depth: absorbs executor hiccups
-
-
-def message_class(type_name: str) -> type:
-    """'sensor_msgs/msg/Image' -> the rclpy message class."""
-    pkg, kind, name = type_name.split("/")
-    return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
 def adapted_qos(infos: list[Any]) -> QoSProfile:

@@ -21,7 +21,6 @@ All logic lives in pi0_ros.sim (SimEnv); this node only converts messages.
 """
 from __future__ import annotations
 
-import array
 import math
 import threading
 import time
@@ -41,7 +40,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from pi0_ros.robots.embodiment import Output
 from pi0_ros.ros.common import run_node
-from pi0_ros.ros.conversions import sec_to_stamp
+from pi0_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from pi0_ros.sim.env import SimEnv
 
 PROMPT_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -261,16 +260,7 @@ class SimNode(Node):
     def _publish_images(self, stamp: TimeMsg) -> None:
         images = self.env.render(list(self._img_pubs))
         for slot, im in images.items():
-            cam = self.env.scene.cameras[slot]
-            msg = Image()
-            msg.header.stamp = stamp
-            msg.header.frame_id = cam
-            msg.height, msg.width = int(im.shape[0]), int(im.shape[1])
-            msg.encoding = "rgb8"
-            msg.is_bigendian = 0
-            msg.step = int(im.shape[1] * 3)
-            msg.data = array.array("B", im.tobytes())
-            self._img_pubs[slot].publish(msg)
+            self._img_pubs[slot].publish(rgb_to_image(im, stamp, frame_id=self.env.scene.cameras[slot]))
 
     def destroy_node(self) -> None:
         self._stop.set()

@@ -52,13 +52,26 @@ class MeasuredState:
         self._joints: dict[str, tuple[float, dict[str, float]]] = {}
         self._base: tuple[float, dict[str, float]] | None = None
 
-    def update_joints(self, source: str, t: float, positions: dict[str, float]) -> None:
+        self._since = -np.inf  # header stamps before this are from before the last clear()
+
+    def update_joints(self, source: str, t: float, positions: dict[str, float], stamp: float | None = None) -> bool:
+        """t: receipt time (freshness); stamp: the message's header stamp, if known.
+        False (ignored) when the message is stamped before the last ``clear(since)``."""
+        if stamp is not None and stamp < self._since:
+            return False
         self._joints[source] = (t, positions)
+        return True
 
-    def update_base(self, t: float, vx: float, vy: float, wz: float) -> None:
+    def update_base(self, t: float, vx: float, vy: float, wz: float, stamp: float | None = None) -> bool:
+        if stamp is not None and stamp < self._since:
+            return False
         self._base = (t, {"base_vx": vx, "base_vy": vy, "base_wz": wz})
+        return True
 
-    def clear(self) -> None:
+    def clear(self, since: float = -np.inf) -> None:
+        """Forget every measurement; with ``since``, also ignore messages stamped earlier that are
+        still in flight (after a simulator reset they describe the robot before it was moved)."""
+        self._since = float(since)
         self._joints.clear()
         self._base = None
 

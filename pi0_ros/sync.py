@@ -197,6 +197,7 @@ class ApproximateTimeSync:
                 raise ValueError(f"optional input {n!r} needs a max_age (when it counts as gone)")
         self.dropped: dict[str, int] = {s.name: 0 for s in specs}  # for /diagnostics
         self.last_reason: str = "no call yet"
+        self._since = -math.inf  # messages stamped before this are discarded (see clear)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -211,18 +212,24 @@ class ApproximateTimeSync:
     def add(self, name: str, stamp: float, payload: Any) -> bool:
         """Queue one message; False (and counted in `dropped`) when it was discarded.
 
-        Discarded: a non-finite stamp, or a stamp older than everything in a full queue.
+        Discarded: a non-finite stamp, a stamp before the last ``clear(since)``, or a stamp
+        older than everything in a full queue.
         Raises KeyError for an unknown input name (a wiring bug, not a runtime condition).
         """
         q = self._queues[name]
         stamp = float(stamp)
-        if not math.isfinite(stamp) or not q.add(stamp, payload):
+        if not math.isfinite(stamp) or stamp < self._since or not q.add(stamp, payload):
             self.dropped[name] += 1
             return False
         return True
 
-    def clear(self) -> None:
-        """Forget every queued message (e.g. after a ROS time jump)."""
+    def clear(self, since: float = -math.inf) -> None:
+        """Forget every queued message (e.g. after a ROS time jump or a scene reset).
+
+        since: also discard messages stamped before this time that arrive later: after a
+        reset, messages still in flight describe the old scene.
+        """
+        self._since = float(since)
         for q in self._queues.values():
             q.stamps.clear()
             q.payloads.clear()

@@ -212,6 +212,7 @@ PRESETS: dict[str, PI0Config] = {
         vocab_size=1024,
         action_dim=32,
         num_cameras=1,
+        max_token_len=16,  # the task prompts are ~7 tokens; 48 would cost 30 % more per step
     ),
 }
 

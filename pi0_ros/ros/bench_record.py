@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _publisher(args: argparse.Namespace) -> int:
     import numpy as np
     import rclpy
+    from rclpy.duration import Duration
     from rclpy.node import Node
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, JointState
@@ -71,8 +72,11 @@ def _publisher(args: argparse.Namespace) -> int:
                 counts[t] += 1
             next_cam += 1.0 / args.camera_rate
         time.sleep(max(0.0, min(next_js, next_cam) - time.monotonic()))
-    print(json.dumps({"published": counts, "seconds": time.monotonic() - t0}), flush=True)
-    time.sleep(2.0)  # let reliable DDS deliver the tail before the publisher goes away
+    seconds = time.monotonic() - t0
+    # A reliable publisher that goes away takes its unacknowledged samples with it: stay until
+    # the recorder has acknowledged every sample (it may be behind by a few seconds of data).
+    acked = all(p.wait_for_all_acked(Duration(seconds=60)) for p in [*cams.values(), *joints.values()])
+    print(json.dumps({"published": counts, "seconds": seconds, "all_acked": acked}), flush=True)
     node.destroy_node()
     rclpy.shutdown()
     return 0
@@ -82,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.publisher_child:
         return _publisher(args)
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
     from pi0_ros.ros.recorder_node import RecorderNode
@@ -98,7 +102,10 @@ def run(args: argparse.Namespace) -> int:
     rec = RecorderNode(context=ctx, parameter_overrides=[
         Parameter("embodiment", value=args.embodiment), Parameter("output_dir", value=out),
         Parameter("storage", value=args.storage), Parameter("record_action_chunks", value=False)])
-    ex = MultiThreadedExecutor(num_threads=2, context=ctx)
+    # Single-threaded, as in `pi0-ros record`: the recorder's callbacks share one mutually
+    # exclusive group anyway, and rclpy's MultiThreadedExecutor busy-polls and starves the
+    # bag-writer thread of the GIL.
+    ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(rec)
     deadline = time.monotonic() + 20
     sensor_topics = None
@@ -120,10 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
     reader = threading.Thread(target=read_child, daemon=True)
     reader.start()
-    while reader.is_alive():
+    while reader.is_alive():  # the child answers once every sample is acknowledged
         ex.spin_once(timeout_sec=0.01)
-    tail = time.monotonic() + 3.0
-    while time.monotonic() < tail:  # drain what DDS still holds
+    tail = time.monotonic() + 1.0
+    while time.monotonic() < tail:  # take what the reader cache still holds
         ex.spin_once(timeout_sec=0.01)
     summary = rec.finish(True)
     wall = time.monotonic() - t_start
@@ -139,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     res = {"embodiment": args.embodiment, "storage": args.storage, "duration_s": args.duration,
            "cameras": f"640x480 rgb8 @ {args.camera_rate:g} Hz", "joint_rate_hz": args.joint_rate,
            "published": sum(published.values()), "written": sum(r["written"] for r in rows.values()),
+           "publish_seconds": round(json.loads(result_line[0])["seconds"], 2),
+           "all_acked": json.loads(result_line[0])["all_acked"],
            "lost": sum(r["published"] - r["written"] for r in rows.values()), "per_topic": rows,
            "bag_mb": round(size / 2**20, 1), "write_mb_per_s": round(size / 2**20 / wall, 1), "out": out}
     if args.out is None:

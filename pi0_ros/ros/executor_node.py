@@ -99,12 +99,14 @@ class ExecutorNode(Node):
             self.get_logger().warning(f"joint state from {source} rejected: {e}", throttle_duration_sec=2.0)
             return
         with self._lock:
-            self.measured.update_joints(source, time.monotonic(), pos)
+            # A zero stamp (drivers that do not stamp) means unknown, not 'before the reset'.
+            self.measured.update_joints(source, time.monotonic(), pos, stamp_to_sec(msg.header.stamp) or None)
 
     def _on_odom(self, msg: Odometry) -> None:
         t = msg.twist.twist
         with self._lock:
-            self.measured.update_base(time.monotonic(), t.linear.x, t.linear.y, t.angular.z)
+            self.measured.update_base(time.monotonic(), t.linear.x, t.linear.y, t.angular.z,
+                                      stamp_to_sec(msg.header.stamp) or None)
 
     def _on_estop(self, msg: Bool) -> None:
         with self._lock:
@@ -127,7 +129,7 @@ class ExecutorNode(Node):
         """The robot was moved externally (simulator reset): forget chunks, the last command and
         the joint states received so far; hold until fresh joint states arrive."""
         with self._lock:
-            self.measured.clear()
+            self.measured.clear(since=now)
             self.core.reset(now)
 
     # ------------------------------------------------------------------ control loop

@@ -115,10 +115,11 @@ class ObservationNode(Node):
         res.success, res.message = True, f"prompt set to '{req.prompt}' (effective from the next chunk)"
         return res
 
-    def reset(self, prompt: str | None = None) -> None:
-        """Forget queued inputs (new episode / scene reset) and optionally set the prompt."""
+    def reset(self, prompt: str | None = None, since: float | None = None) -> None:
+        """Forget queued inputs (new episode / scene reset) and optionally set the prompt.
+        since: ignore inputs stamped before this time that are still in flight (s, ROS time)."""
         with self._lock:
-            self.assembler.sync.clear()
+            self.assembler.sync.clear(since=-np.inf if since is None else since)
             if prompt is not None:
                 self.prompt = prompt
 

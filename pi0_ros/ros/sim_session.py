@@ -76,8 +76,13 @@ class SimSession:
                     stop_on_success: bool = True, on_step=None) -> EpisodeResult:
         """Reset the scene with `seed` (and optionally a prompt), run until success or max_time."""
         sim, ex = self.sim, self.executor_node
+        # As on a real robot: stop commanding, let commands in flight land, then move the scene.
+        # (The executor sends nothing while it has no joint-state reference.)
+        ex.reset_episode(float("inf"))
+        time.sleep(0.1)
         prompt = sim.reset_episode(seed, prompt=prompt)
-        self.observation_node.reset(prompt)
+        # Messages still in flight describe the scene before the reset: drop them everywhere.
+        self.observation_node.reset(prompt, since=sim.sim_time)
         ex.reset_episode(sim.sim_time)
         with ex._lock:
             before = dict(ex.core.safety.counters)

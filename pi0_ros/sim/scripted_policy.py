@@ -25,23 +25,30 @@ class ScriptedPolicy:
         self.action_dim, self.chunk_size = action_dim, chunk_size
         self.expert: PickCubeExpert | None = None
         self._episode_key: object = None
+        self._plan_start = 0.0
 
-    def plan_for_episode(self) -> PickCubeExpert:
+    def plan_for_episode(self, stamp: float) -> tuple[PickCubeExpert, float]:
+        """(the episode's expert, the stamp its plan starts at).
+
+        The plan starts at the episode's first observation, not at the reset: a plan clocked
+        from the reset would already be under way when the first chunk arrives, and the
+        executor's step limit would have to drag the arm after it."""
         key = (self.env.seed if hasattr(self.env, "seed") else None, self.episode_start())
         if self.expert is None or key != self._episode_key:
             self.expert = PickCubeExpert(self.env)
             self._episode_key = key
-        return self.expert
+            self._plan_start = max(stamp, self.episode_start())
+        return self.expert, self._plan_start
 
     def warmup(self, n: int = 0) -> list[dict[str, float]]:
         return []
 
     def infer(self, inp: PolicyInput, noise=None) -> PolicyOutput:
         t0 = time.perf_counter()
-        expert = self.plan_for_episode()
         emb = self.env.embodiment
         stamp = inp.stamp if getattr(inp, "stamp", None) is not None else self.episode_start() + self.env.time
-        k0 = int(round((stamp - self.episode_start()) / emb.dt))
+        expert, plan_start = self.plan_for_episode(stamp)
+        k0 = int(round((stamp - plan_start) / emb.dt))
         robot = np.stack([expert.act(max(0, k0 + i)) for i in range(self.chunk_size)])  # (H, n) robot units
         padded = emb.pad(emb.to_model(robot), self.action_dim)
         ms = (time.perf_counter() - t0) * 1e3

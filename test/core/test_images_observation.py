@@ -152,3 +152,23 @@ def test_measured_state_goes_stale_per_source():
     assert m.get(1.3) is None  # the right arm's driver went quiet for > 0.25 s
     m.clear()
     assert m.get(1.3) is None
+
+
+def test_measured_state_ignores_joint_states_from_before_a_reset():
+    from pi0_ros.executor import MeasuredState
+
+    emb = load_embodiment("trossen_bimanual")
+    m = MeasuredState(emb, timeout=0.25)
+    old = {s: {d.joint: 0.5 for d in emb.dims if d.source == s} for s in emb.joint_state_sources}
+    new = {s: {d.joint: 0.0 for d in emb.dims if d.source == s} for s in emb.joint_state_sources}
+    m.clear(since=10.0)  # the simulator was reset at t=10
+    for s in emb.joint_state_sources:
+        assert not m.update_joints(s, 1.0, old[s], stamp=9.98)  # in flight from the old episode
+    assert m.get(1.0) is None  # no reference from the old pose
+    for s in emb.joint_state_sources:
+        assert m.update_joints(s, 1.01, new[s], stamp=10.0)
+    assert np.allclose(m.get(1.01)[[0, 1, 7]], 0.0)  # the new pose, not the old 0.5
+    # Unstamped messages (stamp unknown) are never mistaken for old ones.
+    assert m.update_joints("left", 1.02, old["left"], stamp=None)
+    assert m.get(1.02)[0] == 0.5
+    assert not m.update_base(1.02, 0.1, 0.0, 0.0, stamp=9.0)

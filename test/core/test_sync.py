@@ -309,3 +309,20 @@ def test_matches_brute_force(queues: list[list[float]], slop_k: int) -> None:
         assert got == expected
         assert res.t_obs == max(expected)
         assert max(got) - min(got) <= slop
+
+
+def test_clear_since_discards_messages_still_in_flight() -> None:
+    # After a scene reset at t=5, a message stamped 4.9 that arrives late describes the old scene.
+    sync = ApproximateTimeSync(["a", "b"], slop=SLOP)
+    feed(sync, "a", [4.8, 4.9])
+    feed(sync, "b", [4.9])
+    sync.clear(since=5.0)
+    assert not sync.add("a", 4.95, "late")
+    assert sync.dropped["a"] == 1
+    assert sync.latest_synchronised(now=5.0) is None
+    feed(sync, "a", [5.0])
+    feed(sync, "b", [5.01])
+    res = sync.latest_synchronised(now=5.02)
+    assert res is not None and res.stamps == {"a": 5.0, "b": 5.01}
+    sync.clear()  # a plain clear accepts any stamp again
+    assert sync.add("a", 1.0, "old")

@@ -91,3 +91,52 @@ def test_expert_replans_with_external_env_stepping(env):
         env.set_targets(ex.act())
         env.step()
     assert env.success()
+
+
+def _yawed_layout(env, seed, yaw):
+    """Reset with `seed`, then turn the target cube to `yaw` in place (same position)."""
+    from pi0_ros.sim.scenes import yaw_quat
+    import mujoco
+
+    env.reset(seed)
+    ob = env.scene.objects[env.task.target_object]
+    env.data.qpos[ob.qpos_adr + 3:ob.qpos_adr + 7] = yaw_quat(yaw)
+    mujoco.mj_forward(env.model, env.data)
+
+
+def test_grasp_does_not_depend_on_cube_yaw_unless_asked(env):
+    # The default grasp is a function of the cube's position only: an imitating policy need
+    # not read the yaw of a 4 cm cube off the pixels. align_to_faces=True turns the wrist.
+    plans = {}
+    for align in (False, True):
+        for yaw in (-0.6, 0.6):
+            _yawed_layout(env, 21, yaw)
+            plans[align, yaw] = PickCubeExpert(env, align_to_faces=align).plan
+    np.testing.assert_allclose(plans[False, -0.6], plans[False, 0.6], atol=1e-9)
+    assert np.abs(plans[True, -0.6] - plans[True, 0.6]).max() > 0.3
+
+
+@pytest.mark.parametrize("yaw", [-0.78, 0.0, 0.78])
+def test_yaw_independent_grasp_lifts_cubes_at_extreme_yaws(env, yaw):
+    _yawed_layout(env, 33, yaw)
+    expert = PickCubeExpert(env)
+    for _ in range(int(round(env.task.duration_s / env.embodiment.dt))):
+        for name, vals in env.embodiment.split_outputs(expert.act()).items():
+            env.set_command(name, vals)
+        env.step()
+    assert env.success(), env.task.heights(env)
+
+
+def test_scripted_policy_plan_starts_at_the_first_observation(env):
+    from pi0_ros.policy import PolicyInput
+    from pi0_ros.sim.scripted_policy import ScriptedPolicy
+
+    env.reset(7)
+    emb = env.embodiment
+    pol = ScriptedPolicy(env, episode_start=lambda: 100.0)
+    state = emb.padded_state(env.robot_state(), 32)
+    first = pol.infer(PolicyInput(images={}, state=state, prompt=env.prompt, stamp=100.3))  # 0.3 s after the reset
+    plan = pol.expert.plan
+    np.testing.assert_allclose(emb.robot_actions(first.actions), plan[:50], atol=1e-9)
+    later = pol.infer(PolicyInput(images={}, state=state, prompt=env.prompt, stamp=100.8))
+    np.testing.assert_allclose(emb.robot_actions(later.actions), plan[25:75], atol=1e-9)

@@ -352,6 +352,11 @@ class ChunkScheduler:
         margin = 2.0 * cur.dt if self.margin is None else self.margin
         return self.remaining_time(now) <= latency + margin
 
+    def request_answered(self) -> None:
+        """The outstanding request got an answer that is not a usable chunk (e.g. it was
+        rejected): the next should_request() may ask again at once, not after request_timeout."""
+        self._requested_at = None
+
     def mark_requested(self, now: float) -> None:
         """Record that a chunk was requested at `now` (suppresses repeat requests)."""
         self._requested_at = float(now)

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", choices=["pi0", "scripted"], default="pi0")
     parser.add_argument("--checkpoint", default="", help="pi0 checkpoint directory ('' = tiny RANDOM weights)")
     parser.add_argument("--prompt", default=None, help="override the prompt (the target follows the prompt)")
+    parser.add_argument("--swap-prompt", action="store_true",
+                        help="prompt-swap check: each seed's layout with the prompt naming the OTHER cube")
     parser.add_argument("--max-time", type=float, default=None, help="s of sim time per episode (default: task's)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
 
@@ -55,8 +57,13 @@ def run(args: argparse.Namespace) -> int:
     results = []
     try:
         session.wait_ready()
+        if args.swap_prompt and args.prompt:
+            raise SystemExit("--swap-prompt and --prompt exclude each other")
+        task = session.sim.env.task
         for i in range(args.episodes):
-            r = session.run_episode(args.seed + i, prompt=args.prompt, max_time=args.max_time)
+            seed = args.seed + i
+            prompt = task.swapped_prompt(seed) if args.swap_prompt else args.prompt
+            r = session.run_episode(seed, prompt=prompt, max_time=args.max_time)
             results.append(r)
             if not args.json:
                 print(f"episode {i + 1}/{args.episodes} seed {r.seed} '{r.prompt}': "
@@ -66,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
                       + (" and the OTHER cube" if r.reached_other else ""), file=sys.stderr, flush=True)
     finally:
         session.close()
-    summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy,
+    summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy, "swap_prompt": args.swap_prompt,
                "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
                **summarise(results, time.monotonic() - t0)}
     if args.json:

@@ -147,6 +147,9 @@ class ChunkExecutor:
                 return None
             reason = rej.value
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
+        # E.g. a chunk computed from an observation taken before a reset: ask again now rather
+        # than holding the robot for request_timeout.
+        self.scheduler.request_answered()
         return reason
 
     # ------------------------------------------------------------------ per tick

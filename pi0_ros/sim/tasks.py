@@ -75,6 +75,16 @@ class PickCubeTask:
             raise ValueError(f"prompt {prompt!r} names {len(found)} of the colours {self.colors}")
         return found[0]
 
+    def seed_target(self, seed: int) -> str:
+        """The colour an episode with ``seed`` names when no prompt overrides it (see reset)."""
+        return self.fixed_target or self.colors[int(np.random.default_rng(seed).integers(len(self.colors)))]
+
+    def swapped_prompt(self, seed: int) -> str:
+        """A prompt naming another cube than the seed's, for the same layout (prompt-swap check)."""
+        target = self.seed_target(seed)
+        others = [c for c in self.colors if c != target]
+        return pick_prompt(others[seed % len(others)])
+
     def reset(self, env: "SimEnv", rng: np.random.Generator, target: str | None = None) -> None:
         """Choose the target and place the cubes (writes env.data.qpos; env calls mj_forward)."""
         choice = rng.integers(len(self.colors))  # always drawn: layouts do not depend on `target`

@@ -140,3 +140,13 @@ def test_scripted_policy_plan_starts_at_the_first_observation(env):
     np.testing.assert_allclose(emb.robot_actions(first.actions), plan[:50], atol=1e-9)
     later = pol.infer(PolicyInput(images={}, state=state, prompt=env.prompt, stamp=100.8))
     np.testing.assert_allclose(emb.robot_actions(later.actions), plan[25:75], atol=1e-9)
+
+
+def test_seed_target_and_swapped_prompt_name_the_layouts_cubes(env):
+    task = env.task
+    for seed in range(6):
+        env.reset(seed)
+        assert task.seed_target(seed) == task.target
+        swapped = task.swapped_prompt(seed)
+        env.reset(seed, prompt=swapped)
+        assert task.target != task.seed_target(seed) and swapped == task.prompt

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce checkpoints/pi0_sim_aloha_pick_cube, the checkpoint `make demo` ships:
 #   record scripted demonstrations through the ROS pipeline into rosbags -> convert to a dataset
-#   -> train the `sim` preset from scratch on CPU -> evaluate closed loop through the ROS nodes.
+#   -> give the from-scratch `sim` preset's VLM its visual grounding (pretrain-vlm) -> train the
+#   action expert on the demonstrations on CPU -> evaluate closed loop through the ROS nodes.
 # Usage: tools/make_demo_checkpoint.sh [work_dir]
 #   env: EPISODES (per collector), COLLECTORS, STEPS, BATCH, LR, EVAL_EPISODES
 set -euo pipefail
@@ -9,7 +10,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$here/outputs/proof}
 EPISODES=${EPISODES:-80}
 COLLECTORS=${COLLECTORS:-3}
-STEPS=${STEPS:-15000}
+STEPS=${STEPS:-10000}
 BATCH=${BATCH:-32}
 LR=${LR:-3e-4}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
@@ -31,15 +32,19 @@ fi
 # 2. Dataset (successful episodes only; action labels = the recorded commands).
 [ -d "$work/dataset" ] || "${pi0[@]}" bag2dataset "$work"/bags_*/episode_* --embodiment trossen_bimanual \
   --out "$work/dataset" --success-only > "$work/bag2dataset.json"
-# 3. Train from scratch (seed 0).
-"${pi0[@]}" train --dataset "$work/dataset" --preset sim --out "$work/train" --steps "$STEPS" --batch-size "$BATCH" \
-  --lr "$LR" --warmup 300 --seed 0 --save-every 2500 --log-every 50 --delta-actions --resume
+# 3. VLM grounding on rendered layouts (seeds 100000..; seed 0), the stand-in for PaliGemma's
+#    pre-training: where is the cube the prompt names? (about 9 min)
+[ -f "$work/pretrain/model.safetensors" ] || "${pi0[@]}" pretrain-vlm --out "$work/pretrain" --layouts 4000 \
+  --steps 1500 --seed 0 > "$work/pretrain.json"
+# 4. Train the action expert on the demonstrations, VLM frozen (seed 0).
+"${pi0[@]}" train --dataset "$work/dataset" --init "$work/pretrain" --freeze-vlm --out "$work/train" --steps "$STEPS" \
+  --batch-size "$BATCH" --lr "$LR" --warmup 300 --seed 0 --save-every 2500 --log-every 50 --delta-actions --resume
 ckpt=$(ls -d "$work"/train/checkpoints/step_* | sort | tail -1)
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube" && mkdir -p "$here/checkpoints"
 cp -r "$ckpt" "$here/checkpoints/pi0_sim_aloha_pick_cube"
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube/train_state"   # optimizer state: only for --resume
 cp "$work/train/loss.png" "$here/checkpoints/pi0_sim_aloha_pick_cube/"
-# 4. Closed-loop evaluation through the ROS nodes on unseen seeds (1000..), then the prompt swap.
+# 5. Closed-loop evaluation through the ROS nodes on unseen seeds (1000..), then the prompt swap.
 "${pi0[@]}" eval --checkpoint "$here/checkpoints/pi0_sim_aloha_pick_cube" --episodes "$EVAL_EPISODES" --seed 1000 --json \
   > "$work/eval.json"
 "${pi0[@]}" eval --checkpoint "$here/checkpoints/pi0_sim_aloha_pick_cube" --episodes "$EVAL_EPISODES" --seed 1000 \

@@ -213,6 +213,7 @@ class PI0Model(nn.Module):
                 module.weight.normal_(0.0, module.embedding_dim**-0.5)
             elif isinstance(module, (nn.Linear, nn.Conv2d, LayerNorm)):
                 module.reset_parameters()
+        self.vision.vision_model.embeddings.init_position_table()
 
     # ------------------------------------------------------------------ embeddings
 

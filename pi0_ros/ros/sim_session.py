@@ -55,7 +55,9 @@ class SimSession:
         if scripted:
             from pi0_ros.sim.scripted_policy import ScriptedPolicy
 
-            self.bringup.policy.target = ScriptedPolicy(self.sim.env, lambda: self.sim.episode_start_time)
+            scripted_policy = ScriptedPolicy(self.sim.env, lambda: self.sim.episode_start_time)
+            self.sim.reset_hooks.append(scripted_policy.on_reset)
+            self.bringup.policy.target = scripted_policy
         self.executor_node = self.bringup.nodes["executor"]
         self.policy_node = self.bringup.nodes["policy"]
         self.observation_node = self.bringup.nodes["observation"]

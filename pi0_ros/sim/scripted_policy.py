@@ -6,6 +6,7 @@ same process as the simulator. Actions are the plan's ticks from the observation
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -25,7 +26,16 @@ class ScriptedPolicy:
         self.action_dim, self.chunk_size = action_dim, chunk_size
         self.expert: PickCubeExpert | None = None
         self._episode_key: object = None
-        self._plan_start = 0.0
+        self._plan_start: float | None = None
+        self._lock = threading.Lock()
+
+    def on_reset(self) -> None:
+        """Plan the new episode. Call it on the thread that steps the simulator, right after the
+        reset: planning from another thread could read a half-reset scene."""
+        with self._lock:
+            self.expert = PickCubeExpert(self.env)
+            self._episode_key = self.episode_start()
+            self._plan_start = None
 
     def plan_for_episode(self, stamp: float) -> tuple[PickCubeExpert, float]:
         """(the episode's expert, the stamp its plan starts at).
@@ -33,12 +43,15 @@ class ScriptedPolicy:
         The plan starts at the episode's first observation, not at the reset: a plan clocked
         from the reset would already be under way when the first chunk arrives, and the
         executor's step limit would have to drag the arm after it."""
-        key = (self.env.seed if hasattr(self.env, "seed") else None, self.episode_start())
-        if self.expert is None or key != self._episode_key:
-            self.expert = PickCubeExpert(self.env)
-            self._episode_key = key
-            self._plan_start = max(stamp, self.episode_start())
-        return self.expert, self._plan_start
+        with self._lock:
+            if self.expert is None or self._episode_key != self.episode_start():
+                # No on_reset hook (e.g. used without a SimNode): plan lazily.
+                self.expert = PickCubeExpert(self.env)
+                self._episode_key = self.episode_start()
+                self._plan_start = None
+            if self._plan_start is None and stamp >= self.episode_start():
+                self._plan_start = stamp  # an observation from before the reset does not start it
+            return self.expert, self.episode_start() if self._plan_start is None else self._plan_start
 
     def warmup(self, n: int = 0) -> list[dict[str, float]]:
         return []

@@ -22,9 +22,9 @@ All logic lives in pi0_ros.sim (SimEnv); this node only converts messages.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 import threading
 import time
+from collections.abc import Callable
 
 from pi0_ros import sim as _sim  # noqa: F401  (MUJOCO_GL before mujoco)
 

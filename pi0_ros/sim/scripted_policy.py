@@ -33,9 +33,12 @@ class ScriptedPolicy:
         """Plan the new episode. Call it on the thread that steps the simulator, right after the
         reset: planning from another thread could read a half-reset scene."""
         with self._lock:
-            self.expert = PickCubeExpert(self.env)
-            self._episode_key = self.episode_start()
-            self._plan_start = None
+            self._new_episode()
+
+    def _new_episode(self) -> None:  # caller holds self._lock
+        self.expert = PickCubeExpert(self.env)
+        self._episode_key = self.episode_start()
+        self._plan_start = None
 
     def plan_for_episode(self, stamp: float) -> tuple[PickCubeExpert, float]:
         """(the episode's expert, the stamp its plan starts at).
@@ -45,10 +48,7 @@ class ScriptedPolicy:
         executor's step limit would have to drag the arm after it."""
         with self._lock:
             if self.expert is None or self._episode_key != self.episode_start():
-                # No on_reset hook (e.g. used without a SimNode): plan lazily.
-                self.expert = PickCubeExpert(self.env)
-                self._episode_key = self.episode_start()
-                self._plan_start = None
+                self._new_episode()  # no on_reset hook (e.g. used without a SimNode): plan lazily
             if self._plan_start is None and stamp >= self.episode_start():
                 self._plan_start = stamp  # an observation from before the reset does not start it
             return self.expert, self.episode_start() if self._plan_start is None else self._plan_start

@@ -22,6 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=None, help="override the prompt (the target follows the prompt)")
     parser.add_argument("--swap-prompt", action="store_true",
                         help="prompt-swap check: each seed's layout with the prompt naming the OTHER cube")
+    parser.add_argument("--realtime-chunking", action="store_true",
+                        help="each chunk continues the rest of the previous one (policy node parameter)")
     parser.add_argument("--max-time", type=float, default=None, help="s of sim time per episode (default: task's)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
 
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
-                         seed=args.seed)
+                         seed=args.seed, extra={"policy": {"realtime_chunking": args.realtime_chunking}})
     results = []
     try:
         session.wait_ready()
@@ -74,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         session.close()
     summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy, "swap_prompt": args.swap_prompt,
+               "realtime_chunking": args.realtime_chunking,
                "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
                **summarise(results, time.monotonic() - t0)}
     if args.json:

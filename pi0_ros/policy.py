@@ -40,6 +40,7 @@ from pi0_ros.model.tokenizer import TOKENIZER_FILENAME, PromptTokenizer, tiny_to
 
 if TYPE_CHECKING:
     from pi0_ros.model.pi0 import PI0Model
+    from pi0_ros.realtime_chunking import ChunkGuide
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class PolicyInput:
     state: np.ndarray
     prompt: str
     stamp: float | None = None  # s, observation time t_obs (only time-aware policies use it)
+    # Real-time chunking: the previous chunk's actions this one should continue
+    # (pi0_ros.realtime_chunking; absolute, padded (H, action_dim) like PolicyOutput.actions).
+    guide: "ChunkGuide | None" = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,9 +201,12 @@ class Policy:
         with torch.inference_mode():
             inputs = self.make_inputs(inp)
             noise_t = self._noise_tensor(noise)
+            kwargs = {}
+            if inp.guide is not None:
+                kwargs["guide"], kwargs["guide_weights"] = self._guide_tensors(inp)
             _sync(self.device)
             t1 = time.perf_counter()
-            actions = self.model.sample_actions(inputs, noise=noise_t, num_steps=self.num_steps)
+            actions = self.model.sample_actions(inputs, noise=noise_t, num_steps=self.num_steps, **kwargs)
             _sync(self.device)
             t2 = time.perf_counter()
             out = actions[0].float().cpu().numpy().astype(np.float64)
@@ -216,6 +223,22 @@ class Policy:
             "total": (t3 - t0) * 1e3,
         }
         return PolicyOutput(actions=out, timing=timing)
+
+    def _guide_tensors(self, inp: PolicyInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The guide in the model's space: offsets from the state on delta dims, normalised.
+        -> (1, H, action_dim), (1, H)."""
+        g = inp.guide
+        expected = (self.chunk_size, self.action_dim)
+        if g.actions.shape != expected:
+            raise ValueError(f"guide actions must have shape {expected}, got {g.actions.shape}")
+        a = g.actions.copy()
+        if self.delta_action_mask is not None:
+            m = self.delta_action_mask
+            state = np.asarray(inp.state, dtype=np.float64)
+            a[:, : m.size][:, m] -= state[: m.size][m]
+        a = self.normalizer.normalize(a, "actions")
+        return (torch.from_numpy(np.ascontiguousarray(a)).float()[None].to(self.device),
+                torch.from_numpy(g.weights).float()[None].to(self.device))
 
     def dummy_input(self, prompt: str = "do nothing") -> PolicyInput:
         """A valid observation (black images on every slot, zero state)."""

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce checkpoints/pi0_sim_aloha_pick_cube, the checkpoint `make demo` ships:
-#   record scripted demonstrations through the ROS pipeline into rosbags -> convert to a dataset
-#   -> give the from-scratch `sim` preset's VLM its visual grounding (pretrain-vlm) -> train the
-#   action expert on the demonstrations on CPU -> evaluate closed loop through the ROS nodes.
+#   record scripted demonstrations through the ROS pipeline into rosbags (clean, and with the
+#   simulated arms pushed off course, DART-style) -> convert to datasets -> give the from-scratch
+#   `sim` preset's VLM its visual grounding (pretrain-vlm) -> train the action expert on the clean
+#   demonstrations, then on clean + pushed ones, on CPU -> evaluate closed loop through the ROS nodes.
 # Usage: tools/make_demo_checkpoint.sh [work_dir]
-#   env: EPISODES (per collector), COLLECTORS, STEPS, BATCH, LR, EVAL_EPISODES
+#   env: EPISODES (per collector), COLLECTORS, DART_EPISODES, STEPS, DART_STEPS, FINAL_STEPS, BATCH, LR,
+#        EVAL_EPISODES
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$here/outputs/proof}
@@ -14,6 +16,9 @@ STEPS=${STEPS:-10000}
 BATCH=${BATCH:-32}
 LR=${LR:-3e-4}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
+DART_EPISODES=${DART_EPISODES:-100}
+DART_STEPS=${DART_STEPS:-6000}
+FINAL_STEPS=${FINAL_STEPS:-7000}
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} MUJOCO_GL=${MUJOCO_GL:-egl}
 pi0=("$here/.venv/bin/pi0-ros")
 mkdir -p "$work"
@@ -29,24 +34,59 @@ if [ ! -d "$work/bags_0" ]; then
   done
   for p in "${pids[@]}"; do wait "$p"; done
 fi
-# 2. Dataset (successful episodes only; action labels = the recorded commands).
-[ -d "$work/dataset" ] || "${pi0[@]}" bag2dataset "$work"/bags_*/episode_* --embodiment trossen_bimanual \
-  --out "$work/dataset" --success-only > "$work/bag2dataset.json"
+# 1b. The same expert while the simulator pushes its arms (smooth random offsets between command
+#    and joint controller, pi0_ros.sim.disturbance). The bags' commands stay the expert's clean
+#    targets, so the policy learns how to get back on course from states a clean demo never
+#    visits (DART). Two batches of COLLECTORS x DART_EPISODES, one push size (rad) per collector:
+#    bags_dart_* (seeds 300..599) and bags_dart2_* (seeds 600..899).
+collect_pushed() {  # name first_seed std...
+  local name=$1 first=$2 i=0 pids=()
+  shift 2
+  [ -d "$work/bags_${name}_0" ] && return 0
+  for std in "$@"; do
+    ROS_DOMAIN_ID=$((80 + i)) "${pi0[@]}" collect --episodes "$DART_EPISODES" --seed $((first + i * DART_EPISODES)) \
+      --disturbance "$std" --out "$work/bags_${name}_$i" --json > "$work/collect_${name}_$i.json" \
+      2> "$work/collect_${name}_$i.log" &
+    pids+=($!)
+    i=$((i + 1))
+  done
+  for p in "${pids[@]}"; do wait "$p"; done
+}
+collect_pushed dart 300 0.02 0.03 0.04
+collect_pushed dart2 600 0.03 0.04 0.05
+# 2. Datasets (successful episodes only; action labels = the recorded commands).
+for name in "" _dart _dart2; do
+  bags=("$work"/bags_[0-9]*/episode_*)
+  [ -n "$name" ] && bags=("$work"/bags${name}_[0-9]*/episode_*)
+  [ -d "$work/dataset$name" ] || "${pi0[@]}" bag2dataset "${bags[@]}" --embodiment trossen_bimanual \
+    --out "$work/dataset$name" --success-only > "$work/bag2dataset$name.json"
+done
 # 3. VLM grounding on rendered layouts (seeds 100000..; seed 0), the stand-in for PaliGemma's
 #    pre-training: where is the cube the prompt names? (about 9 min)
 [ -f "$work/pretrain/model.safetensors" ] || "${pi0[@]}" pretrain-vlm --out "$work/pretrain" --layouts 4000 \
   --steps 1500 --seed 0 > "$work/pretrain.json"
-# 4. Train the action expert on the demonstrations, VLM frozen (seed 0).
+# 4. Train the action expert on the clean demonstrations, VLM frozen (seed 0; about 36 min).
 "${pi0[@]}" train --dataset "$work/dataset" --init "$work/pretrain" --freeze-vlm --out "$work/train" --steps "$STEPS" \
   --batch-size "$BATCH" --lr "$LR" --warmup 300 --seed 0 --save-every 2500 --log-every 50 --delta-actions --resume
-ckpt=$(ls -d "$work"/train/checkpoints/step_* | sort | tail -1)
+# 5. Continue on clean + the first pushed batch (mixed n^0.43), VLM still frozen (about 21 min).
+last() { ls -d "$1"/checkpoints/step_* | sort | tail -1; }
+"${pi0[@]}" train --dataset "$work/dataset" "$work/dataset_dart" --init "$(last "$work/train")" --freeze-vlm \
+  --out "$work/train_dart" --steps "$DART_STEPS" --batch-size "$BATCH" --lr "$LR" --warmup 200 --seed 0 \
+  --save-every 2000 --log-every 50 --delta-actions --resume
+# 6. All three datasets; the VLM's transformer layers train too (they make the keys/values the
+#    action expert reads), vision tower and prompt embedding frozen (about 27 min).
+"${pi0[@]}" train --dataset "$work/dataset" "$work/dataset_dart" "$work/dataset_dart2" --init "$(last "$work/train_dart")" \
+  --freeze-vision --out "$work/train_final" --steps "$FINAL_STEPS" --batch-size "$BATCH" --lr 1e-4 --warmup 200 \
+  --seed 0 --save-every 1000 --log-every 50 --delta-actions --resume
+ckpt=$(last "$work/train_final")
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube" && mkdir -p "$here/checkpoints"
 cp -r "$ckpt" "$here/checkpoints/pi0_sim_aloha_pick_cube"
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube/train_state"   # optimizer state: only for --resume
-cp "$work/train/loss.png" "$here/checkpoints/pi0_sim_aloha_pick_cube/"
-# 5. Closed-loop evaluation through the ROS nodes on unseen seeds (1000..), then the prompt swap.
-"${pi0[@]}" eval --checkpoint "$here/checkpoints/pi0_sim_aloha_pick_cube" --episodes "$EVAL_EPISODES" --seed 1000 --json \
-  > "$work/eval.json"
-"${pi0[@]}" eval --checkpoint "$here/checkpoints/pi0_sim_aloha_pick_cube" --episodes "$EVAL_EPISODES" --seed 1000 \
-  --swap-prompt --json > "$work/eval_swapped.json"
+cp "$work/train_final/loss.png" "$here/checkpoints/pi0_sim_aloha_pick_cube/"
+# 7. Closed-loop evaluation through the ROS nodes on unseen seeds (1000..), with real-time chunking
+#    (as `make demo` runs it), then the prompt swap, then without real-time chunking.
+ev=("${pi0[@]}" eval --checkpoint "$here/checkpoints/pi0_sim_aloha_pick_cube" --episodes "$EVAL_EPISODES" --seed 1000 --json)
+"${ev[@]}" --realtime-chunking > "$work/eval.json"
+"${ev[@]}" --realtime-chunking --swap-prompt > "$work/eval_swapped.json"
+"${ev[@]}" > "$work/eval_no_rtc.json"
 python3 -c "import json; d=json.load(open('$work/eval.json')); print('success rate', d['success_rate'])"

@@ -433,10 +433,22 @@ class PI0Model(nn.Module):
         return self._compiled_step
 
     @torch.no_grad()
-    def sample_actions(self, inputs: ModelInputs, noise: Tensor | None = None, num_steps: int = 10) -> Tensor:
-        """Denoise an action chunk (B, H, action_dim), float32 (normalised action space)."""
+    def sample_actions(self, inputs: ModelInputs, noise: Tensor | None = None, num_steps: int = 10,
+                       guide: Tensor | None = None, guide_weights: Tensor | None = None) -> Tensor:
+        """Denoise an action chunk (B, H, action_dim), float32 (normalised action space).
+
+        guide: (B, H, action_dim) actions the chunk should continue (the previous chunk's
+        remaining actions, realigned to this chunk's timeline), with guide_weights (B, H) or (H,)
+        in [0, 1] (1 = keep the guide's action, 0 = free). Inpainting, as in real-time chunking
+        (Black et al., 2025) without its guidance gradient: before every Euler step the noisy
+        chunk is pulled towards the guide noised to the same time, x <- x + w (t e + (1 - t) g - x),
+        so the free actions are denoised in the context of the guided ones; the result is
+        blended once more at t = 0. Without a guide this is exactly openpi's sampler."""
         inputs.validate(self.config)
         x_t = self._sample_noise(inputs, noise)
+        if guide is not None:
+            eps = x_t.clone()
+            guide, w = self._check_guide(guide, guide_weights, x_t)
         cache = self.build_prefix_cache(self._drop_missing_cameras(inputs))
         times = torch.tensor(euler_times(num_steps), dtype=torch.float32, device=x_t.device)
         time_embs = sinusoidal_time_embedding(times, self.config.expert.width)  # (S, We)
@@ -444,9 +456,29 @@ class PI0Model(nn.Module):
         dt = torch.tensor(-1.0 / num_steps, dtype=torch.float32, device=x_t.device)
         step = self._step_fn()
         for k in range(len(times)):
+            if guide is not None:
+                t = times[k]
+                x_t = x_t + w * (t * eps + (1 - t) * guide - x_t)
             v_t = step(cache, x_t, time_embs[k : k + 1].expand(B, -1))
             x_t = x_t + dt * v_t
+        if guide is not None:
+            x_t = x_t + w * (guide - x_t)
         return x_t
+
+    def _check_guide(self, guide: Tensor, weights: Tensor | None, x_t: Tensor) -> tuple[Tensor, Tensor]:
+        """-> guide (B, H, D) float32 and weights (B, H, 1) on x_t's device."""
+        if tuple(guide.shape) != tuple(x_t.shape):
+            raise ValueError(f"guide must be {tuple(x_t.shape)}, got {tuple(guide.shape)}")
+        if weights is None:
+            raise ValueError("a guide needs guide_weights (H,) or (B, H)")
+        w = weights.to(device=x_t.device, dtype=torch.float32)
+        if w.ndim == 1:
+            w = w[None].expand(x_t.shape[0], -1)
+        if tuple(w.shape) != tuple(x_t.shape[:2]):
+            raise ValueError(f"guide_weights must be ({x_t.shape[1]},) or {tuple(x_t.shape[:2])}, got {tuple(w.shape)}")
+        if not bool(torch.isfinite(guide).all()) or bool((w < 0).any()) or bool((w > 1).any()):
+            raise ValueError("guide must be finite and guide_weights within [0, 1]")
+        return guide.to(device=x_t.device, dtype=torch.float32), w[..., None]
 
     @torch.no_grad()
     def sample_actions_reference(

@@ -22,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder (one bag directory per episode)")
     parser.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
     parser.add_argument("--episode-time", type=float, default=4.6, help="s of sim time recorded per episode")
+    parser.add_argument("--disturbance", type=float, default=0.0,
+                        help="std (rad) of smooth random offsets on the simulated arm joint controllers while "
+                             "the expert demonstrates (DART-style; the commands stay the expert's); 0 = off")
+    parser.add_argument("--disturbance-tau", type=float, default=0.5, help="correlation time (s) of those offsets")
     parser.add_argument("--json", action="store_true")
 
 
@@ -31,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from pi0_ros.ros.recorder_node import RecorderNode
     from pi0_ros.ros.sim_session import SimSession
 
-    session = SimSession(args.embodiment, args.task, scripted=True, seed=args.seed)
+    if args.disturbance < 0 or args.disturbance_tau <= 0:
+        raise SystemExit("--disturbance must be >= 0 and --disturbance-tau > 0")
+    session = SimSession(args.embodiment, args.task, scripted=True, seed=args.seed,
+                         extra={"sim": {"disturbance_std": args.disturbance, "disturbance_tau": args.disturbance_tau}})
     rec = RecorderNode(context=session.context, parameter_overrides=[
         Parameter("embodiment", value=args.embodiment), Parameter("output_dir", value=args.out),
         Parameter("storage", value=args.storage), Parameter("use_sim_time", value=True)])
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         rec.destroy_node()
         session.close()
     out = {"episodes": len(results), "successes": sum(r.success for r in results), "out": args.out,
+           "disturbance": {"std": args.disturbance, "tau": args.disturbance_tau},
            "wall_s": round(time.monotonic() - t0, 1), "recording": summary}
     print(json.dumps(out, indent=None if args.json else 2))
     return 0

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default outputs/demo-<time>)")
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--episode-time", type=float, default=8.0, help="s of sim time per episode")
+    parser.add_argument("--no-realtime-chunking", dest="realtime_chunking", action="store_false",
+                        help="chunks do not continue the previous one (the shipped checkpoint is evaluated with it)")
 
 
 class Recorder:
@@ -141,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"[demo] starting simulator + observation + policy + executor for trossen_bimanual (ALOHA): {name}",
           flush=True)
-    session = SimSession("trossen_bimanual", "pick_cube", checkpoint=checkpoint, scripted=scripted, seed=args.seed)
+    session = SimSession("trossen_bimanual", "pick_cube", checkpoint=checkpoint, scripted=scripted, seed=args.seed,
+                         extra={"policy": {"realtime_chunking": args.realtime_chunking}})
     rec = Recorder(session)
     results = []
     t_start = time.monotonic()

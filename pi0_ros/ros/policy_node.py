@@ -19,6 +19,7 @@ from std_msgs.msg import Header
 
 from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
+from pi0_ros.realtime_chunking import RealTimeChunking
 from pi0_ros.robots.embodiment import load_embodiment
 from pi0_ros.ros.common import declare, now_sec, run_node
 from pi0_ros.ros.conversions import image_to_rgb, stamp_to_sec
@@ -51,6 +52,9 @@ class PolicyNode(Node):
             "seed": 0,
             "torch_threads": 0,            # 0: torch default
             "status_period": 0.5,          # s
+            # Each chunk continues the overlapping rest of the previous one (inpainting,
+            # pi0_ros.realtime_chunking); the actions that run during inference are kept.
+            "realtime_chunking": False,
         })
         if p["trigger"] not in ("request", "continuous"):
             raise ValueError(f"trigger must be 'request' or 'continuous', got '{p['trigger']}'")
@@ -79,6 +83,9 @@ class PolicyNode(Node):
         self.overhead_ms: deque[float] = deque(maxlen=200)  # ms in this node besides the model
         self.wait_ms: deque[float] = deque(maxlen=200)      # ms from t_obs to the start of inference
         self.policy = policy
+        self.rtc = RealTimeChunking(emb.dt) if p["realtime_chunking"] else None
+        self._rtc_prompt: str | None = None
+        self._rtc_reset = False
         if self.status_msg.random_weights:
             self.get_logger().warning("!!! No checkpoint given: the tiny pi0 preset with RANDOM weights. Its actions are "
                                    "meaningless - use dry_run or the simulator, never real hardware. !!!")
@@ -95,6 +102,25 @@ class PolicyNode(Node):
         with self._cv:
             self._requested = True
             self._cv.notify()
+
+    def reset_chunking(self) -> None:
+        """New episode: the next chunk does not continue the previous one (thread-safe)."""
+        if self.rtc is not None:
+            with self._cv:
+                self._rtc_reset = True
+
+    def _chunk_guide(self, obs: Observation, stamp: float):
+        """Real-time chunking guide for this observation (worker thread), or None."""
+        if self.rtc is None:
+            return None
+        with self._cv:
+            reset, self._rtc_reset = self._rtc_reset, False
+        if reset or obs.prompt != self._rtc_prompt:   # a new task never continues the old one
+            self.rtc.reset()
+            self._rtc_prompt = obs.prompt
+        # Actions for the time this chunk takes to reach the executor are frozen.
+        delay = statistics.median(self.latency_ms) / 1e3 if self.latency_ms else 0.0
+        return self.rtc.guide(stamp, delay)
 
     # ------------------------------------------------------------------ worker
     def _set_state(self, state: int, error: str | None = None) -> None:
@@ -167,9 +193,10 @@ class PolicyNode(Node):
             self._set_state(PolicyStatus.READY, f"observation {obs.sequence} rejected: {e}")
             return
         self._set_state(PolicyStatus.INFERRING)
+        stamp = stamp_to_sec(obs.header.stamp)
         try:
-            out = self.policy.infer(PolicyInput(images=images, state=state, prompt=obs.prompt,
-                                                 stamp=stamp_to_sec(obs.header.stamp)))
+            out = self.policy.infer(PolicyInput(images=images, state=state, prompt=obs.prompt, stamp=stamp,
+                                                 guide=self._chunk_guide(obs, stamp)))
         except Exception as e:  # noqa: BLE001 - keep serving; report on status
             self._set_state(PolicyStatus.ERROR, f"inference failed: {e}")
             self.get_logger().error(self.status_msg.last_error, throttle_duration_sec=5.0)
@@ -191,6 +218,8 @@ class PolicyNode(Node):
         latency = (now_sec(self) - stamp_to_sec(obs.header.stamp)) * 1e3
         msg.latency_ms = float(latency)
         self.chunk_pub.publish(msg)
+        if self.rtc is not None:
+            self.rtc.remember(stamp, out.actions)
         self.sequence += 1
         self.model_ms.append(model_ms)
         self.latency_ms.append(latency)

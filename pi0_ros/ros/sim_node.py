@@ -61,6 +61,9 @@ class SimNode(Node):
         self.image_rate_hz = float(p("image_rate_hz", 15.0).value)
         self.image_size = int(p("image_size", 224).value)
         self.publish_clock = bool(p("publish_clock", True).value)
+        # DART-style joint disturbances for collecting demonstrations (pi0_ros.sim.disturbance).
+        self.disturbance_std = float(p("disturbance_std", 0.0).value)
+        self.disturbance_tau = float(p("disturbance_tau", 0.5).value)
         self._lock = threading.Lock()  # env access: sim thread vs callbacks / reset requests
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -192,7 +195,8 @@ class SimNode(Node):
     def _run(self) -> None:
         try:
             self.env = SimEnv(self.embodiment_name, seed=self.seed, task=self.task_name,
-                              image_size=self.image_size, render=self.image_rate_hz > 0)
+                              image_size=self.image_size, render=self.image_rate_hz > 0,
+                              disturbance_std=self.disturbance_std, disturbance_tau=self.disturbance_tau)
         except BaseException as e:  # noqa: BLE001 - re-raised in the constructor
             self._start_error = e
             self._ready.set()

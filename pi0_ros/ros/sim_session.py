@@ -85,6 +85,7 @@ class SimSession:
         prompt = sim.reset_episode(seed, prompt=prompt)
         # Messages still in flight describe the scene before the reset: drop them everywhere.
         self.observation_node.reset(prompt, since=sim.sim_time)
+        self.policy_node.reset_chunking()
         ex.reset_episode(sim.sim_time)
         with ex._lock:
             before = dict(ex.core.safety.counters)

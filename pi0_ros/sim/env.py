@@ -21,6 +21,7 @@ import mujoco
 import numpy as np
 
 from pi0_ros.robots.embodiment import BASE_KINDS, Embodiment, load_embodiment
+from pi0_ros.sim.disturbance import JointDisturbance
 from pi0_ros.sim.scenes import Scene, build_scene
 from pi0_ros.sim.tasks import PickCubeTask, make_task
 
@@ -36,6 +37,10 @@ class SimEnv:
         task: task name (see pi0_ros.sim.tasks.TASKS) or a task instance; default pick_cube.
         image_size: rendered images are image_size x image_size.
         render: False disables the renderer (no GL context is created).
+        disturbance_std: std (rad) of smooth random offsets between the commanded and the
+            controlled arm joint targets (see pi0_ros.sim.disturbance; for collecting
+            demonstrations, DART-style); 0 = off. Seeded by the episode seed.
+        disturbance_tau: correlation time (s) of those offsets.
     """
 
     def __init__(
@@ -45,6 +50,8 @@ class SimEnv:
         task: str | PickCubeTask | None = None,
         image_size: int = 224,
         render: bool = True,
+        disturbance_std: float = 0.0,
+        disturbance_tau: float = 0.5,
     ) -> None:
         self.embodiment = (load_embodiment(embodiment_name) if isinstance(embodiment_name, str)
                            else embodiment_name)
@@ -63,6 +70,9 @@ class SimEnv:
         self._sites = {}
         self._base_idx = {d.kind: i for i, d in enumerate(self.embodiment.dims) if d.kind in BASE_KINDS}
         self.base_pose = np.zeros(3)  # kinematic base (x, y, yaw) integrated from commanded velocity
+        arm_joints = np.array([d.kind == "joint" and b is not None
+                               for d, b in zip(self.embodiment.dims, self.scene.dims)])
+        self.disturbance = JointDisturbance(arm_joints, disturbance_std, disturbance_tau, self.control_dt)
         self.seed = seed
         self.tick = 0
         self.reset(seed)
@@ -78,6 +88,7 @@ class SimEnv:
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
         self._targets = self.scene.home.copy()
+        self.disturbance.reset(self.seed)
         for i, b in enumerate(self.scene.dims):
             if b is not None:
                 q = b.to_qpos(self._targets[i])
@@ -110,7 +121,7 @@ class SimEnv:
     def step(self, ticks: int = 1) -> None:
         """Advance ``ticks`` control ticks (n_substeps physics steps each) holding the targets."""
         for _ in range(ticks):
-            self._apply_targets()
+            self._apply_targets(self.disturbance.step() if self.disturbance.enabled else None)
             mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
             self.tick += 1
             if self._base_idx:
@@ -121,13 +132,17 @@ class SimEnv:
                                            y + (vx * np.sin(yaw) + vy * np.cos(yaw)) * self.control_dt,
                                            yaw + wz * self.control_dt])
 
-    def _apply_targets(self) -> None:
+    def _apply_targets(self, offset: np.ndarray | None = None) -> None:
+        """Targets (+ disturbance ``offset`` (n,), kept within the YAML limits) -> actuator ctrl."""
         m, d = self.model, self.data
+        targets = self._targets
+        if offset is not None:
+            targets = np.clip(targets + offset, self.embodiment.lower, self.embodiment.upper)
         for i, b in enumerate(self.scene.dims):
             if b is None:
                 continue
             for aid, s, o in b.actuators:
-                v = s * self._targets[i] + o
+                v = s * targets[i] + o
                 if m.actuator_ctrllimited[aid]:
                     v = min(max(v, m.actuator_ctrlrange[aid, 0]), m.actuator_ctrlrange[aid, 1])
                 d.ctrl[aid] = v

@@ -59,6 +59,11 @@ TRAIN_STATE = "train_state"
 LOG_FILE = "train_log.jsonl"
 PLOT_FILE = "loss.png"
 FROZEN_PREFIX = "paligemma_with_expert.paligemma."  # vision tower + projector + Gemma VLM
+# --freeze-vision: the image encoder and the prompt embedding stay; the VLM's transformer layers
+# train with the expert (they compute the keys/values the expert reads at every layer).
+VISION_PREFIXES = ("paligemma_with_expert.paligemma.model.vision_tower.",
+                   "paligemma_with_expert.paligemma.model.multi_modal_projector.",
+                   "paligemma_with_expert.paligemma.model.language_model.embed_tokens.")
 
 
 @dataclass
@@ -76,6 +81,7 @@ class TrainConfig:
     clip: float = 1.0
     seed: int = 0
     freeze_vlm: bool = False
+    freeze_vision: bool = False        # freeze only the vision tower, projector and token embedding
     save_every: int = 0                # 0: only at the end
     resume: bool = False
     device: str = "auto"
@@ -276,10 +282,12 @@ def build_model(cfg: TrainConfig, device: torch.device):
     return model, tokenizer
 
 
-def trainable_parameters(model: torch.nn.Module, freeze_vlm: bool) -> list[torch.nn.Parameter]:
+def trainable_parameters(model: torch.nn.Module, freeze_vlm: bool,
+                         freeze_vision: bool = False) -> list[torch.nn.Parameter]:
+    frozen = (FROZEN_PREFIX,) if freeze_vlm else VISION_PREFIXES if freeze_vision else ()
     params = []
     for name, p in model.named_parameters():
-        p.requires_grad_(not (freeze_vlm and name.startswith(FROZEN_PREFIX)))
+        p.requires_grad_(not name.startswith(frozen))
         if p.requires_grad:
             params.append(p)
     return params
@@ -416,7 +424,9 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
     if ckpt is not None:
         model.load_state_dict(load_checkpoint(ckpt, device=str(device), dtype=torch.float32).state_dict())
         model.train()
-    params = trainable_parameters(model, cfg.freeze_vlm)
+    if cfg.freeze_vlm and cfg.freeze_vision:
+        raise ValueError("freeze_vlm already freezes the vision tower: give one of freeze_vlm, freeze_vision")
+    params = trainable_parameters(model, cfg.freeze_vlm, cfg.freeze_vision)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
@@ -563,7 +573,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=1e-10, help="AdamW weight decay (openpi 1e-10)")
     parser.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--freeze-vlm", action="store_true", help="train only the action expert and projections")
+    freeze = parser.add_mutually_exclusive_group()
+    freeze.add_argument("--freeze-vlm", action="store_true", help="train only the action expert and projections")
+    freeze.add_argument("--freeze-vision", action="store_true",
+                        help="freeze the vision tower, projector and token embedding; train the VLM's layers and "
+                             "the action expert")
     parser.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (0: at the end only)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
@@ -582,6 +596,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig(datasets=list(args.dataset), out=args.out, preset=args.preset, init=args.init, steps=args.steps,
                       batch_size=args.batch_size, lr=args.lr, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
                       weight_decay=args.weight_decay, clip=args.clip, seed=args.seed, freeze_vlm=args.freeze_vlm,
+                      freeze_vision=args.freeze_vision,
                       save_every=args.save_every, resume=args.resume, device=args.device,
                       num_workers=args.num_workers, chunk_size=args.chunk_size, action_dim=args.action_dim,
                       num_cameras=args.num_cameras, log_every=args.log_every, delta_actions=args.delta_actions)

@@ -125,3 +125,42 @@ def test_policy_never_uses_old_observation(graph, tiny_policy):
     assert len(seen["chunks"]) <= n + 1  # at most the one already in flight
     assert pol.status_msg.observations_rejected > 0
     assert pol.status_msg.state == PolicyStatus.PAUSED and "too old" in pol.status_msg.last_error
+
+
+class GuideRecorder:
+    """The tiny policy, recording the real-time chunking guide of every call."""
+
+    def __init__(self, policy):
+        self.policy, self.calls = policy, []
+
+    def __getattr__(self, name):
+        return getattr(self.policy, name)
+
+    def infer(self, inp, noise=None):
+        out = self.policy.infer(inp, noise)
+        self.calls.append((inp.stamp, inp.guide, out.actions))
+        return out
+
+
+def test_realtime_chunking_continues_the_previous_chunk_until_reset(graph, tiny_policy):
+    rec = GuideRecorder(tiny_policy)
+    emb = load_embodiment("trossen_bimanual")
+    FakeRobot(graph, emb, mid_state(emb), joint_rate=100, camera_rate=15, camera_shape=(120, 160))
+    graph.add(ObservationNode(**graph.params(embodiment=emb.name, prompt="pick up the red cube")))
+    pol = graph.add(PolicyNode(policy=rec, **graph.params(embodiment=emb.name, trigger="request", warmup_runs=1,
+                                                          realtime_chunking=True)))
+    graph.add(ExecutorNode(**graph.params(embodiment=emb.name)))
+    assert graph.wait_for(lambda: len(rec.calls) >= 3, 30)
+    (t0, g0, _), (t1, g1, a0) = rec.calls[0], rec.calls[1]
+    assert g0 is None                                       # nothing to continue yet
+    assert g1 is not None
+    offset = round((t1 - t0) / emb.dt)
+    overlap = 50 - offset
+    np.testing.assert_allclose(g1.actions[:overlap], rec.calls[0][2][offset:])  # same time slots
+    assert g1.weights[0] == 1 and np.all(g1.weights[overlap:] == 0)        # latency frozen, rest free
+    n = len(rec.calls)
+    pol.reset_chunking()                                     # new episode
+    assert graph.wait_for(lambda: len(rec.calls) >= n + 3, 30)
+    # The chunk started after the reset (the one in flight during it may still continue) is free.
+    fresh = [i for i in (n, n + 1) if rec.calls[i][1] is None]
+    assert fresh and rec.calls[fresh[0] + 1][1] is not None

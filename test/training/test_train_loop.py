@@ -158,6 +158,24 @@ def test_freeze_vlm_trains_only_the_expert(datasets, tmp_path):
     assert any(k.startswith("paligemma_with_expert.gemma_expert.") for k in changed)
 
 
+def test_freeze_vision_trains_the_vlm_layers_but_not_the_image_encoder(datasets, tmp_path):
+    from pi0_ros.model.checkpoint import load_checkpoint
+    from pi0_ros.training.train import VISION_PREFIXES, build_model
+
+    s = train(tiny_cfg(datasets, tmp_path / "fv", steps=2, freeze_vision=True))
+    init, _ = build_model(tiny_cfg(datasets, tmp_path / "x"), torch.device("cpu"))
+    trained = load_checkpoint(tmp_path / "fv" / "checkpoints" / "step_000002")
+    before, after = init.state_dict(), trained.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert not any(k.startswith(VISION_PREFIXES) for k in changed)
+    assert any(k.startswith("paligemma_with_expert.paligemma.model.language_model.layers.") for k in changed)
+    assert any(k.startswith("paligemma_with_expert.gemma_expert.") for k in changed)
+    frozen = sum(v.numel() for k, v in before.items() if k.startswith(VISION_PREFIXES))
+    assert s["trainable_parameters"] == s["parameters"] - frozen
+    with pytest.raises(ValueError, match="one of"):
+        train(tiny_cfg(datasets, tmp_path / "both", steps=1, freeze_vlm=True, freeze_vision=True))
+
+
 def _ddp_worker(rank: int, world: int, port: int, cfg: TrainConfig, results) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

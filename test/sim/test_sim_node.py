@@ -113,3 +113,22 @@ def test_sim_stamps_never_round_down_a_whole_second():
 
     for t in (3.9999999999, 0.99999999996, 12.04, 7.0):
         assert abs(stamp_to_sec(sec_to_stamp(t)) - t) < 1e-9
+
+
+def test_sim_node_passes_the_disturbance_to_the_simulator():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    node = SimNode(context=ctx, parameter_overrides=[
+        Parameter("image_rate_hz", Parameter.Type.DOUBLE, 0.0),
+        Parameter("disturbance_std", Parameter.Type.DOUBLE, 0.03),
+        Parameter("disturbance_tau", Parameter.Type.DOUBLE, 0.4),
+    ])
+    try:
+        d = node.env.disturbance
+        assert d.enabled and d.std == 0.03 and d.tau == 0.4
+        # Arm joints only: grippers are never pushed.
+        kinds = [dim.kind for dim in node.embodiment.dims]
+        assert list(d.mask) == [k == "joint" for k in kinds]
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)

@@ -24,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="prompt-swap check: each seed's layout with the prompt naming the OTHER cube")
     parser.add_argument("--realtime-chunking", action="store_true",
                         help="each chunk continues the rest of the previous one (policy node parameter)")
+    parser.add_argument("--noise-scale", type=float, default=1.0,
+                        help="std of the sampler's starting noise (policy node parameter; 1 = the paper's N(0, I))")
     parser.add_argument("--max-time", type=float, default=None, help="s of sim time per episode (default: task's)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
 
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.monotonic()
     session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
-                         seed=args.seed, extra={"policy": {"realtime_chunking": args.realtime_chunking}})
+                         seed=args.seed, extra={"policy": {"realtime_chunking": args.realtime_chunking,
+                                                     "noise_scale": args.noise_scale}})
     results = []
     try:
         session.wait_ready()
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         session.close()
     summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy, "swap_prompt": args.swap_prompt,
-               "realtime_chunking": args.realtime_chunking,
+               "realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale,
                "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
                **summarise(results, time.monotonic() - t0)}
     if args.json:

@@ -95,11 +95,17 @@ class Policy:
         device: str | torch.device = "cpu",
         num_steps: int = 10,
         delta_action_mask: np.ndarray | None = None,
+        noise_scale: float = 1.0,
     ) -> None:
         """delta_action_mask: (k <= action_dim,) bool; the model predicts those action dims as
-        offsets from the current state (openpi's DeltaActions), so infer adds the state back."""
+        offsets from the current state (openpi's DeltaActions), so infer adds the state back.
+        noise_scale: std of the sampler's starting noise (1 = the paper's N(0, I); smaller
+        values sample closer to the distribution's centre, 0 = deterministic)."""
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        if not (0.0 <= noise_scale <= 1.0):
+            raise ValueError(f"noise_scale must be within [0, 1], got {noise_scale}")
+        self.noise_scale = float(noise_scale)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.config = model.config
@@ -186,7 +192,10 @@ class Policy:
 
     def _noise_tensor(self, noise) -> torch.Tensor | None:
         if noise is None:
-            return None
+            if self.noise_scale == 1.0:
+                return None   # the model draws N(0, I) itself
+            shape = (1, self.chunk_size, self.action_dim)
+            return self.noise_scale * torch.randn(shape, device=self.device)
         t = torch.as_tensor(noise)
         if t.ndim == 2:
             t = t[None]
@@ -196,7 +205,8 @@ class Policy:
         return t.to(device=self.device, dtype=torch.float32)
 
     def infer(self, inp: PolicyInput, noise: np.ndarray | torch.Tensor | None = None) -> PolicyOutput:
-        """Run one chunk. `noise` ((chunk_size, action_dim), standard normal) makes it deterministic."""
+        """Run one chunk. `noise` ((chunk_size, action_dim), used as given, i.e. not scaled by
+        noise_scale) makes it deterministic."""
         t0 = time.perf_counter()
         with torch.inference_mode():
             inputs = self.make_inputs(inp)
@@ -262,6 +272,7 @@ class Policy:
         num_steps: int = 10,
         dtype: str | torch.dtype | None = None,
         norm_mode: NormMode = "zscore",
+        noise_scale: float = 1.0,
     ) -> Policy:
         """Load model, tokenizer and norm stats from a checkpoint directory.
 
@@ -301,7 +312,8 @@ class Policy:
         delta = None
         if stats_file is not None and (stats_file.parent / DELTA_FILENAME).is_file():
             delta = load_delta_mask(stats_file.parent)
-        return cls(model, tokenizer, normalizer, device=device, num_steps=num_steps, delta_action_mask=delta)
+        return cls(model, tokenizer, normalizer, device=device, num_steps=num_steps, delta_action_mask=delta,
+                   noise_scale=noise_scale)
 
     @classmethod
     def tiny_random(

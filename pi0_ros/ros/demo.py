@@ -25,6 +25,9 @@ def default_checkpoint() -> str:
     return str(p) if (p / "model.safetensors").is_file() else ""
 
 
+DEMO_NOISE_SCALE = 0.5
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of wall time to run")
     parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped demo "
@@ -33,8 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="output folder (default outputs/demo-<time>)")
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--episode-time", type=float, default=8.0, help="s of sim time per episode")
+    # Defaults: the inference settings the shipped checkpoint was evaluated with (README, Fine-tune).
     parser.add_argument("--no-realtime-chunking", dest="realtime_chunking", action="store_false",
-                        help="chunks do not continue the previous one (the shipped checkpoint is evaluated with it)")
+                        help="chunks do not continue the previous one")
+    parser.add_argument("--noise-scale", type=float, default=DEMO_NOISE_SCALE,
+                        help="std of the sampler's starting noise (1 = the paper's N(0, I))")
 
 
 class Recorder:
@@ -144,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"[demo] starting simulator + observation + policy + executor for trossen_bimanual (ALOHA): {name}",
           flush=True)
     session = SimSession("trossen_bimanual", "pick_cube", checkpoint=checkpoint, scripted=scripted, seed=args.seed,
-                         extra={"policy": {"realtime_chunking": args.realtime_chunking}})
+                         extra={"policy": {"realtime_chunking": args.realtime_chunking,
+                                           "noise_scale": args.noise_scale}})
     rec = Recorder(session)
     results = []
     t_start = time.monotonic()

@@ -28,13 +28,17 @@ RELIABLE = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
 STATE_NAMES = {v: k for k, v in vars(PolicyStatus).items() if k.isupper() and isinstance(v, int)}
 
 
-def load_policy(checkpoint: str, asset_id: str, device: str, num_steps: int, seed: int, num_cameras: int):
+def load_policy(checkpoint: str, asset_id: str, device: str, num_steps: int, seed: int, num_cameras: int,
+                noise_scale: float = 1.0):
     """A Policy from a checkpoint directory, or the tiny preset with random weights when empty."""
     from pi0_ros.policy import Policy
 
     if checkpoint:
-        return Policy.from_checkpoint(checkpoint, asset_id=asset_id or None, device=device, num_steps=num_steps)
-    return Policy.tiny_random(seed=seed, device=device, num_cameras=num_cameras, num_steps=num_steps)
+        return Policy.from_checkpoint(checkpoint, asset_id=asset_id or None, device=device, num_steps=num_steps,
+                                      noise_scale=noise_scale)
+    policy = Policy.tiny_random(seed=seed, device=device, num_cameras=num_cameras, num_steps=num_steps)
+    policy.noise_scale = noise_scale
+    return policy
 
 
 class PolicyNode(Node):
@@ -46,6 +50,7 @@ class PolicyNode(Node):
             "asset_id": "",                # norm stats asset; "" = the embodiment's asset_id / the only one
             "device": "cpu",               # cpu | cuda | cuda:N
             "num_steps": 10,               # flow-matching Euler steps
+            "noise_scale": 1.0,            # std of the sampler's starting noise (1 = N(0, I); 0 = deterministic)
             "trigger": "request",          # request | continuous
             "max_observation_age": 0.5,    # s; older observations are never used
             "warmup_runs": 2,
@@ -58,6 +63,8 @@ class PolicyNode(Node):
         })
         if p["trigger"] not in ("request", "continuous"):
             raise ValueError(f"trigger must be 'request' or 'continuous', got '{p['trigger']}'")
+        if not 0.0 <= p["noise_scale"] <= 1.0:
+            raise ValueError(f"noise_scale must be within [0, 1], got {p['noise_scale']}")
         if p["torch_threads"] > 0:
             import torch
 
@@ -134,7 +141,7 @@ class PolicyNode(Node):
         try:
             if self.policy is None:
                 self.policy = load_policy(p["checkpoint"], p["asset_id"] or self.embodiment.asset_id, p["device"],
-                                          p["num_steps"], p["seed"], 3)
+                                          p["num_steps"], p["seed"], 3, p["noise_scale"])
             self._set_state(PolicyStatus.WARMING_UP)
             self.policy.warmup(max(0, p["warmup_runs"]))
         except Exception as e:  # noqa: BLE001 - report any load failure on the status topic

@@ -294,3 +294,22 @@ def test_delta_actions_add_the_state_back(tmp_path):
     expected = absolute.copy()
     expected[:, :14][:, mask] += state[:14][mask]
     np.testing.assert_allclose(delta, expected, atol=1e-6)
+
+
+def test_noise_scale_scales_the_starting_noise():
+    """noise_scale 0 samples deterministically (= zero noise); scale s draws s * N(0, I)."""
+    p = Policy.tiny_random(seed=0, num_cameras=1)
+    inp = PolicyInput({"base_0_rgb": np.full((8, 8, 3), 70, np.uint8)}, np.zeros(p.action_dim), "pick up the red cube")
+    zero = p.infer(inp, noise=np.zeros((p.chunk_size, p.action_dim), np.float32)).actions
+    det = Policy(p.model, p.tokenizer, noise_scale=0.0)
+    np.testing.assert_allclose(det.infer(inp).actions, zero, atol=1e-6)
+    np.testing.assert_allclose(det.infer(inp).actions, det.infer(inp).actions, atol=1e-6)
+    half = Policy(p.model, p.tokenizer, noise_scale=0.5)
+    torch.manual_seed(3)
+    a = half.infer(inp).actions
+    torch.manual_seed(3)
+    eps = torch.randn(1, p.chunk_size, p.action_dim)
+    np.testing.assert_allclose(a, p.infer(inp, noise=0.5 * eps[0].numpy()).actions, atol=1e-5)
+    assert np.abs(a - zero).max() > 1e-3
+    with pytest.raises(ValueError, match="noise_scale"):
+        Policy(p.model, p.tokenizer, noise_scale=1.5)

@@ -25,7 +25,7 @@ def default_checkpoint() -> str:
     return str(p) if (p / "model.safetensors").is_file() else ""
 
 
-DEMO_NOISE_SCALE = 0.5
+DEMO_NOISE_SCALE = 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -68,13 +68,13 @@ done
 # 4. Train the action expert on the clean demonstrations, VLM frozen (seed 0; about 36 min).
 "${pi0[@]}" train --dataset "$work/dataset" --init "$work/pretrain" --freeze-vlm --out "$work/train" --steps "$STEPS" \
   --batch-size "$BATCH" --lr "$LR" --warmup 300 --seed 0 --save-every 2500 --log-every 50 --delta-actions --resume
-# 5. Continue on clean + the first pushed batch (mixed n^0.43), VLM still frozen (about 21 min).
+# 5. Continue on clean + the first pushed batch (mixed n^0.43), VLM still frozen (about 23 min).
 last() { ls -d "$1"/checkpoints/step_* | sort | tail -1; }
 "${pi0[@]}" train --dataset "$work/dataset" "$work/dataset_dart" --init "$(last "$work/train")" --freeze-vlm \
   --out "$work/train_dart" --steps "$DART_STEPS" --batch-size "$BATCH" --lr "$LR" --warmup 200 --seed 0 \
   --save-every 2000 --log-every 50 --delta-actions --resume
 # 6. All three datasets; the VLM's transformer layers train too (they make the keys/values the
-#    action expert reads), vision tower and prompt embedding frozen (about 27 min).
+#    action expert reads), vision tower and prompt embedding frozen (about 32 min).
 "${pi0[@]}" train --dataset "$work/dataset" "$work/dataset_dart" "$work/dataset_dart2" --init "$(last "$work/train_dart")" \
   --freeze-vision --out "$work/train_final" --steps "$FINAL_STEPS" --batch-size "$BATCH" --lr 1e-4 --warmup 200 \
   --seed 0 --save-every 1000 --log-every 50 --delta-actions --resume
@@ -84,9 +84,9 @@ cp -r "$ckpt" "$here/checkpoints/pi0_sim_aloha_pick_cube"
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube/train_state"   # optimizer state: only for --resume
 cp "$work/train_final/loss.png" "$here/checkpoints/pi0_sim_aloha_pick_cube/"
 # 7. Closed-loop evaluation through the ROS nodes on unseen seeds (1000..), with real-time chunking
-#    (as `make demo` runs it), then the prompt swap, then without real-time chunking.
+#    and deterministic sampling (as `make demo` runs it), then the prompt swap, then the paper's plain chunking.
 ev=("${pi0[@]}" eval --checkpoint "$here/checkpoints/pi0_sim_aloha_pick_cube" --episodes "$EVAL_EPISODES" --seed 1000 --json)
-"${ev[@]}" --realtime-chunking > "$work/eval.json"
-"${ev[@]}" --realtime-chunking --swap-prompt > "$work/eval_swapped.json"
-"${ev[@]}" > "$work/eval_no_rtc.json"
+"${ev[@]}" --realtime-chunking --noise-scale 0 > "$work/eval.json"
+"${ev[@]}" --realtime-chunking --noise-scale 0 --swap-prompt > "$work/eval_swapped.json"
+"${ev[@]}" > "$work/eval_paper.json"
 python3 -c "import json; d=json.load(open('$work/eval.json')); print('success rate', d['success_rate'])"

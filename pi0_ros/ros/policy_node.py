@@ -19,7 +19,7 @@ from std_msgs.msg import Header
 
 from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
-from pi0_ros.realtime_chunking import RealTimeChunking
+from pi0_ros.realtime_chunking import ChunkGuide, RealTimeChunking
 from pi0_ros.robots.embodiment import load_embodiment
 from pi0_ros.ros.common import declare, now_sec, run_node
 from pi0_ros.ros.conversions import image_to_rgb, stamp_to_sec
@@ -116,7 +116,7 @@ class PolicyNode(Node):
             with self._cv:
                 self._rtc_reset = True
 
-    def _chunk_guide(self, obs: Observation, stamp: float):
+    def _chunk_guide(self, obs: Observation, stamp: float) -> ChunkGuide | None:
         """Real-time chunking guide for this observation (worker thread), or None."""
         if self.rtc is None:
             return None

@@ -1,4 +1,5 @@
 """SimNode over real rclpy/DDS, in process: joint states, images, prompt, commands, reset."""
+import contextlib
 import time
 
 import numpy as np
@@ -18,24 +19,29 @@ from pi0_ros.ros.sim_node import PROMPT_QOS, SimNode  # noqa: E402
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture
-def ros():
+@contextlib.contextmanager
+def sim_node(**params):
+    """A SimNode in its own context with parameter overrides (name=value)."""
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
-    node = SimNode(context=ctx, parameter_overrides=[
-        Parameter("image_size", Parameter.Type.INTEGER, 64),
-        Parameter("image_rate_hz", Parameter.Type.DOUBLE, 25.0),
-        Parameter("seed", Parameter.Type.INTEGER, 2),
-    ])
-    probe = rclpy.create_node("sim_probe", context=ctx)
-    ex = SingleThreadedExecutor(context=ctx)
-    ex.add_node(node)
-    ex.add_node(probe)
-    yield ex, node, probe
-    ex.shutdown()
-    probe.destroy_node()
-    node.destroy_node()
-    rclpy.shutdown(context=ctx)
+    node = SimNode(context=ctx, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+    try:
+        yield ctx, node
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+
+
+@pytest.fixture
+def ros():
+    with sim_node(image_size=64, image_rate_hz=25.0, seed=2) as (ctx, node):
+        probe = rclpy.create_node("sim_probe", context=ctx)
+        ex = SingleThreadedExecutor(context=ctx)
+        ex.add_node(node)
+        ex.add_node(probe)
+        yield ex, node, probe
+        ex.shutdown()
+        probe.destroy_node()
 
 
 def spin_until(ex, cond, timeout=15.0):
@@ -116,19 +122,9 @@ def test_sim_stamps_never_round_down_a_whole_second():
 
 
 def test_sim_node_passes_the_disturbance_to_the_simulator():
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    node = SimNode(context=ctx, parameter_overrides=[
-        Parameter("image_rate_hz", Parameter.Type.DOUBLE, 0.0),
-        Parameter("disturbance_std", Parameter.Type.DOUBLE, 0.03),
-        Parameter("disturbance_tau", Parameter.Type.DOUBLE, 0.4),
-    ])
-    try:
+    with sim_node(image_rate_hz=0.0, disturbance_std=0.03, disturbance_tau=0.4) as (_, node):
         d = node.env.disturbance
         assert d.enabled and d.std == 0.03 and d.tau == 0.4
         # Arm joints only: grippers are never pushed.
         kinds = [dim.kind for dim in node.embodiment.dims]
         assert list(d.mask) == [k == "joint" for k in kinds]
-    finally:
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)

@@ -70,20 +70,23 @@ class RealTimeChunking:
         self.max_gap = max_gap
         self._stamp: float | None = None
         self._actions: np.ndarray | None = None
+        self._prompt: str | None = None
 
     def reset(self) -> None:
-        """Forget the last chunk (new episode, new prompt, robot stopped): the next one is free."""
-        self._stamp, self._actions = None, None
+        """Forget the last chunk (new episode, robot stopped): the next one is free."""
+        self._stamp, self._actions, self._prompt = None, None, None
 
-    def remember(self, stamp: float, actions: np.ndarray) -> None:
-        """The chunk (H, D) just handed to the robot, for observation time ``stamp``."""
+    def remember(self, stamp: float, actions: np.ndarray, prompt: str | None = None) -> None:
+        """The chunk (H, D) just handed to the robot, for observation time ``stamp`` and ``prompt``."""
         self._stamp = float(stamp)
         self._actions = np.array(actions, dtype=np.float64)
+        self._prompt = prompt
 
-    def guide(self, stamp: float, delay: float = 0.0) -> ChunkGuide | None:
+    def guide(self, stamp: float, delay: float = 0.0, prompt: str | None = None) -> ChunkGuide | None:
         """Guide for a chunk at observation time ``stamp`` whose first ``delay`` s of actions will
-        have passed when it reaches the robot (those are frozen); None if nothing overlaps."""
-        if self._actions is None or self._stamp is None:
+        have passed when it reaches the robot (those are frozen); None if nothing overlaps or
+        the prompt changed (a new task never continues the old one)."""
+        if self._actions is None or self._stamp is None or prompt != self._prompt:
             return None
         H = self._actions.shape[0]
         gap = stamp - self._stamp

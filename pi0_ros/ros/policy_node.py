@@ -91,7 +91,6 @@ class PolicyNode(Node):
         self.wait_ms: deque[float] = deque(maxlen=200)      # ms from t_obs to the start of inference
         self.policy = policy
         self.rtc = RealTimeChunking(emb.dt) if p["realtime_chunking"] else None
-        self._rtc_prompt: str | None = None
         self._rtc_reset = False
         if self.status_msg.random_weights:
             self.get_logger().warning("!!! No checkpoint given: the tiny pi0 preset with RANDOM weights. Its actions are "
@@ -122,12 +121,11 @@ class PolicyNode(Node):
             return None
         with self._cv:
             reset, self._rtc_reset = self._rtc_reset, False
-        if reset or obs.prompt != self._rtc_prompt:   # a new task never continues the old one
+        if reset:
             self.rtc.reset()
-            self._rtc_prompt = obs.prompt
         # Actions for the time this chunk takes to reach the executor are frozen.
         delay = statistics.median(self.latency_ms) / 1e3 if self.latency_ms else 0.0
-        return self.rtc.guide(stamp, delay)
+        return self.rtc.guide(stamp, delay, prompt=obs.prompt)
 
     # ------------------------------------------------------------------ worker
     def _set_state(self, state: int, error: str | None = None) -> None:
@@ -226,7 +224,7 @@ class PolicyNode(Node):
         msg.latency_ms = float(latency)
         self.chunk_pub.publish(msg)
         if self.rtc is not None:
-            self.rtc.remember(stamp, out.actions)
+            self.rtc.remember(stamp, out.actions, prompt=obs.prompt)
         self.sequence += 1
         self.model_ms.append(model_ms)
         self.latency_ms.append(latency)

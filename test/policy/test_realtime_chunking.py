@@ -36,8 +36,12 @@ def test_guide_realigns_the_previous_chunk_to_the_new_observation_time():
     short = RealTimeChunking(DT, max_gap=0.1)
     short.remember(1.0, prev)
     assert short.guide(1.05) is not None and short.guide(1.2) is None  # older than max_gap
+    # A new prompt never continues the old task's chunk.
+    rtc.remember(1.0, prev, prompt="pick up the red cube")
+    assert rtc.guide(1.0 + DT, prompt="pick up the red cube") is not None
+    assert rtc.guide(1.0 + DT, prompt="pick up the blue cube") is None
     rtc.reset()
-    assert rtc.guide(1.0 + DT) is None
+    assert rtc.guide(1.0 + DT, prompt="pick up the red cube") is None
     with pytest.raises(ValueError):
         ChunkGuide(np.zeros((5, 2)), np.full(5, 1.5))
     with pytest.raises(ValueError):

@@ -10,9 +10,14 @@ Decisions (all times in s):
 - Time-aligned index at `now`: `i = ceil((now - tol - stamp) / dt)`, the first action whose
   time is >= now - tol. With the default `tol = dt/2` this is the action *nearest* to now.
   It is used on a chunk's first tick and whenever the phase lock (below) lets go.
-- A chunk *covers* `now` when `now >= stamp - tol` (a chunk stamped in the future, e.g. from
-  a policy machine whose clock runs ahead, is "not_due" until then) and its index is inside
-  its execution window.
+- A chunk *covers* `now` when `now >= stamp - tol` (a chunk stamped slightly in the future,
+  e.g. from a policy machine whose clock runs a little ahead, is "not_due" until then) and its
+  index is inside its execution window.
+- Future stamps: a chunk stamped more than `max_future` after `now` at arrival is rejected
+  ("future_stamp"). Why: ordering is newest-stamp-wins, so ONE chunk stamped an hour ahead
+  would otherwise be "newest" for an hour and every valid chunk after it "older": the robot
+  would hold while the policy reports READY. A stamp is an observation time, which is never
+  ahead of the executor's clock by more than clock skew.
 - Execution window: `[start, min(start + execute_steps, H))`, where `start` is the index of
   the first tick that used the chunk. A chunk that arrives L late therefore starts at the
   action for now (about L/dt), never at 0 (latency compensation), and still gets
@@ -100,6 +105,7 @@ class Rejection(StrEnum):
     EXPIRED = "expired"  # every action's time is already past at arrival
     BAD_SHAPE = "bad_shape"  # not (H, D) with H >= 1, or D differs from action_dim
     BAD_TIMING = "bad_timing"  # non-finite stamp, or dt not finite and > 0
+    FUTURE_STAMP = "future_stamp"  # stamped more than max_future after now
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +153,8 @@ class ChunkScheduler:
         board + 13 ms network, so 0.1 s).
     latency_alpha: EMA weight of a new latency sample.
     request_timeout: s after `mark_requested` without a chunk before a new request is due.
+    max_future: s a chunk's stamp may lie after `now` at arrival (clock skew between the policy
+        and executor machines, /clock delivery); later stamps are rejected.
     """
 
     def __init__(
@@ -160,6 +168,7 @@ class ChunkScheduler:
         initial_latency: float = 0.1,
         latency_alpha: float = 0.2,
         request_timeout: float = 1.0,
+        max_future: float = 0.2,
     ) -> None:
         if execute_steps is not None and execute_steps < 1:
             raise ValueError(f"execute_steps must be >= 1 or None, got {execute_steps}")
@@ -178,6 +187,9 @@ class ChunkScheduler:
         self.initial_latency = float(initial_latency)
         self.latency_alpha = float(latency_alpha)
         self.request_timeout = float(request_timeout)
+        if not (math.isfinite(max_future) and max_future >= 0.0):
+            raise ValueError(f"max_future must be finite and >= 0, got {max_future}")
+        self.max_future = float(max_future)
         self.counters = SchedulerCounters()
         self._latency_ema: float | None = None
         self.reset()
@@ -242,6 +254,8 @@ class ChunkScheduler:
             return Rejection.BAD_SHAPE
         if not (math.isfinite(chunk.stamp) and math.isfinite(chunk.dt) and chunk.dt > 0.0):
             return Rejection.BAD_TIMING
+        if chunk.stamp > now + self.max_future:
+            return Rejection.FUTURE_STAMP  # checked before ordering: it must never become "newest"
         if self._newest is not None:
             key = (chunk.stamp, chunk.seq)
             if key == self._newest:
@@ -297,6 +311,15 @@ class ChunkScheduler:
             seq=cur.seq,
             t_action=cur.stamp + i * cur.dt,
         )
+
+    def execution_window(self) -> tuple[Chunk, int, int] | None:
+        """(current chunk, last index sent, first index past the window), or None.
+
+        What a trajectory controller still has to execute of the current chunk: indices
+        last+1 .. end-1 (see pi0_ros.trajectory)."""
+        if self._current is None or self._last_index < 0:
+            return None
+        return self._current, self._last_index, self._limit
 
     def _no_action(self, reason: TickReason) -> Tick:
         self.counters.ticks_without_action += 1

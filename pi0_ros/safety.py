@@ -6,16 +6,19 @@ now" (or None) into the command that is actually published. In this order:
 1. e-stopped or disabled        -> hold
 2. action is None               -> hold ("no_action": no valid chunk covers now)
 3. wrong shape / NaN / inf      -> hold (the whole action is rejected, never partly used)
-4. clamp to the limits          ("clamp"; velocity dims: to +-max_velocity as well)
+4. clamp to the limits          ("clamp")
 5. per-tick step limit          ("step_limit"): |cmd - last_cmd| <= max_velocity / rate for
-                                joint and gripper dims, so a far target is approached
-                                gradually instead of jumping there
+                                EVERY dim, so a far target is approached gradually instead of
+                                jumping there. For base velocity dims max_velocity is an
+                                acceleration limit (m/s^2, rad/s^2): v_x cannot flip from +0.5 to
+                                -0.5 m/s in one tick.
 6. final clamp to the limits    (rounding, or a measured start point outside the limits:
                                 the limits win over the step limit)
 
 Hold: joint and gripper dims keep the last *commanded* position (not the measured one, so a
 sagging arm does not creep), or the measured position (clamped into the limits) when nothing
-was commanded yet; velocity dims (base v_x, v_y, w_z) are 0 within the same tick. When
+was commanded yet; velocity dims (base v_x, v_y, w_z) decelerate to 0 at their acceleration
+limit (a controlled stop), except under e-stop, where they are 0 within the same tick. When
 neither a command nor a measurement exists the filter returns None: publish nothing.
 
 A first real action also needs a reference for its step limit (the measured position); if
@@ -23,15 +26,20 @@ there is none it is refused ("no_reference", returns None) unless the filter was
 `require_reference=False` (robots without position feedback). Velocity-only robots need no
 reference.
 
-Watchdog (`stale_after`): if the previous `filter` call is more than `stale_after` ago (the
-control loop stalled), the robot may have been moved while nothing was commanded, so the step
-limit is re-seeded from `measured` when one is given ("stale"). `is_stale(now)` lets a
-separate timer notice a stalled loop and publish `hold(...)` itself.
+Stalls (`stale_after`): if the previous `filter` call is more than `stale_after` ago (the
+control loop stalled) the tick is counted as "stale", and the step limit still runs from the
+last *commanded* value. Why not re-seed from the measured position: during a stall the
+position controller keeps tracking our last command, so that command is what the robot is
+doing; a lagging or sagging measurement would make the next command jump back (a step-limit
+violation) and, stall after stall, walk the hold target down. Only `forget_reference()` (a
+scene reset or re-enable, when the robot really was moved) re-seeds from the measurement.
+`is_stale(now)` lets a separate timer notice a stalled loop and publish `hold(...)` itself.
 
 E-stop latches: `estop(False)` clears the e-stop but leaves the filter disabled until
 `enable()` is called deliberately; `enable()` is refused while e-stopped.
 
-Invariant (property-tested): a returned command is finite and within the limits.
+Invariant (property-tested, with stalls): a returned command is finite, within the limits,
+and within one step of the previous one (velocity dims may drop to 0 at once on e-stop).
 
 The per-tick path works in preallocated buffers; `SafeCommand.values` is a read-only view of
 the filter's last command, valid until the next call (copy it to keep it).
@@ -90,11 +98,10 @@ def _frozen_vector(x: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
 class SafetyLimits:
     """Per-dimension limits, built by the caller from the embodiment YAML.
 
-    lower, upper: (D,) position limits (joints: rad, gripper: [0, 1]); for velocity dims the
-        allowed velocity range (must contain 0, the hold value).
-    max_velocity: (D,) > 0, units/s. Joint/gripper dims: the per-tick step limit is
-        max_velocity / control_rate_hz. Velocity dims: the magnitude limit |v| <= max_velocity
-        (no step limit, so they can drop to 0 at once).
+    lower, upper: (D,) position limits (joints: rad, gripper: robot units); for velocity dims
+        the allowed velocity range (must contain 0, the hold value).
+    max_velocity: (D,) > 0, units/s: the per-tick step limit is max_velocity / control_rate_hz.
+        For velocity dims that makes it an acceleration limit (m/s^2, rad/s^2).
     kinds: (D,) "joint" | "gripper" | "velocity".
     """
 
@@ -102,7 +109,7 @@ class SafetyLimits:
     upper: np.ndarray
     max_velocity: np.ndarray
     kinds: tuple[DimKind, ...]
-    # Derived: effective bounds (velocity dims also within +-max_velocity).
+    # Derived: effective bounds (the same as lower/upper; kept as the filter's clamp bounds).
     low: np.ndarray = field(init=False, repr=False)
     high: np.ndarray = field(init=False, repr=False)
 
@@ -129,8 +136,7 @@ class SafetyLimits:
         if (lower > upper).any():
             raise ValueError(f"lower > upper in dims {np.flatnonzero(lower > upper).tolist()}")
         is_vel = np.array([k == "velocity" for k in kinds])
-        low = np.where(is_vel, np.maximum(lower, -vmax), lower)
-        high = np.where(is_vel, np.minimum(upper, vmax), upper)
+        low, high = lower.copy(), upper.copy()
         if is_vel.any() and ((low[is_vel] > 0) | (high[is_vel] < 0)).any():
             raise ValueError("velocity dims must allow 0 (the hold value) within their limits")
         low.setflags(write=False)
@@ -230,8 +236,8 @@ class SafetyFilter:
         self._is_vel = np.array([k == "velocity" for k in limits.kinds])
         self._is_pos = ~self._is_vel
         self._has_pos = bool(self._is_pos.any())
-        # Velocity dims get an infinite step: they are not rate limited (0 on hold at once).
-        self._step = np.where(self._is_vel, np.inf, limits.max_velocity / control_rate_hz)
+        # Every dim is rate limited; for velocity dims this is the acceleration limit.
+        self._step = limits.max_velocity / control_rate_hz
         self._step.setflags(write=False)
         self._neg_step = -self._step
         self._neg_step.setflags(write=False)
@@ -357,7 +363,13 @@ class SafetyFilter:
             else:
                 self._note(interventions, "no_reference")
                 return None
-        np.copyto(self._last, 0.0, where=self._is_vel)
+        if self._estopped:
+            np.copyto(self._last, 0.0, where=self._is_vel)  # e-stop: stop now
+        else:
+            # A controlled stop: velocity dims ramp to 0 at their acceleration limit.
+            np.clip(self._last, self._neg_step, self._step, out=self._delta)
+            np.subtract(self._last, self._delta, out=self._target)
+            np.copyto(self._last, self._target, where=self._is_vel)
         self.counters["hold"] += 1
         return SafeCommand(self._values, True, interventions)
 
@@ -370,9 +382,8 @@ class SafetyFilter:
         """
         interventions: list[str] = []
         if self.is_stale(now):
+            # Counted, but no re-seed from `measured`: see "Stalls" in the module docstring.
             self._note(interventions, "stale")
-            if self._valid_measured(measured, interventions):
-                self._seed_from_measured(measured)  # type: ignore[arg-type]
         self._last_call = now
 
         if self._estopped:
@@ -404,8 +415,10 @@ class SafetyFilter:
             if self._valid_measured(measured, interventions):
                 self._seed_from_measured(measured)  # type: ignore[arg-type]
             elif not self._has_pos or not self.require_reference:
-                # No step limit possible on this first tick: start from the clamped target.
+                # No step limit possible on this first tick for positions: start from the
+                # clamped target. Velocities start from 0 (nothing was commanded): accelerate.
                 np.clip(a, self._low, self._high, out=self._last)
+                np.copyto(self._last, 0.0, where=self._is_vel)
                 self._has_last = True
             else:
                 self._note(interventions, "no_reference")
@@ -429,7 +442,6 @@ class SafetyFilter:
             self._note(interventions, "step_limit")
             np.clip(delta, self._neg_step, self._step, out=delta)
             np.add(last, delta, out=last)
-            np.copyto(last, target, where=self._is_vel)
         else:
             np.copyto(last, target)
         np.clip(last, self._low, self._high, out=last)

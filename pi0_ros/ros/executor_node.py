@@ -3,6 +3,11 @@
 The control loop runs on its own thread with absolute deadlines, independent of the policy's
 speed and of other callbacks. Each tick asks the ROS-free ChunkExecutor what to send and
 publishes it to every configured output (unless dry_run).
+
+Joint states are not taken by a Python callback per message: a 1 kHz arm driver would cost
+the control thread the GIL a thousand times a second. They are polled on each control tick
+from a subscription of a node that no executor spins: the raw messages are drained (cheap),
+only the newest one per publisher is deserialised and merged by joint name.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import SetBool
@@ -28,6 +34,10 @@ from pi0_ros.ros.common import ERROR, OK, WARN, declare, now_sec, run_node, stat
 from pi0_ros.ros.conversions import stamp_to_sec
 
 CHUNK_QOS = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
+# Deep enough to hold every message of a 1 kHz driver (plus others on the same topic) between
+# two control ticks at 20 Hz, so a slow gripper's message is never pushed out by the arm's.
+JOINT_POLL_QOS = QoSProfile(depth=100, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
+MAX_POLL = 2000  # messages drained per source and tick at most (bounded work per tick)
 
 
 class ExecutorNode(Node):
@@ -37,19 +47,21 @@ class ExecutorNode(Node):
         super().__init__("pi0_executor", **kwargs)
         p = declare(self, {
             "embodiment": "trossen_bimanual",
-            "dry_run": False,             # compute and log commands, publish nothing to the robot
+            "dry_run": True,              # compute and log commands, publish nothing to the robot
             "execute_steps": 0,           # 0: the embodiment's execute_steps
             "joint_state_timeout": 0.25,  # s without joint states -> hold (the driver died)
             "require_joint_states": True,  # False: robots without position feedback
             "start_enabled": True,
             "diagnostics_period": 1.0,    # s
             "realtime_priority": 0,       # >0: SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE)
+            "max_chunk_future": 0.2,      # s a chunk's stamp may lie ahead of this clock (skew); later: rejected
         })
         self.embodiment = emb = load_embodiment(p["embodiment"])
         self.params = p
         self.core = ChunkExecutor(emb, execute_steps=p["execute_steps"] or None,
-                                  require_reference=p["require_joint_states"], enabled=p["start_enabled"])
-        self.commands = CommandPublishers(self, emb, dry_run=p["dry_run"])
+                                  require_reference=p["require_joint_states"], enabled=p["start_enabled"],
+                                  max_future=p["max_chunk_future"])
+        self.commands = CommandPublishers(self, emb, dry_run=p["dry_run"], on_fault=self._on_output_fault)
         self._lock = threading.Lock()
         self.measured = MeasuredState(emb, p["joint_state_timeout"])  # fed with monotonic receipt times
         self._stop = threading.Event()
@@ -57,10 +69,16 @@ class ExecutorNode(Node):
         self.missed_ticks = 0
         self.ticks = 0
         self.last_result = None
+        self.hold_detail = ""  # why the inputs are not usable, e.g. which joint is missing
+        self._last_log: dict[str, float] = {}  # log key -> monotonic time of its last line
 
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, CHUNK_QOS)
-        for source, topic in emb.joint_state_sources.items():
-            self.create_subscription(JointState, topic, lambda m, s=source: self._on_joints(s, m), qos_profile_sensor_data)
+        # Joint states: polled on the control thread (module docstring) from a node no executor spins.
+        self._poll_node = Node(f"{self.get_name()}_joint_states", context=self.context,
+                               namespace=self.get_namespace(), start_parameter_services=False)
+        self._js_subs = [(source, self._poll_node.create_subscription(JointState, topic, lambda m: None,
+                                                                      JOINT_POLL_QOS, raw=True))
+                         for source, topic in emb.joint_state_sources.items()]
         if emb.odometry_topic:
             self.create_subscription(Odometry, emb.odometry_topic, self._on_odom, qos_profile_sensor_data)
         self.create_subscription(Bool, "estop", self._on_estop, QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
@@ -89,18 +107,49 @@ class ExecutorNode(Node):
                                            actions=actions, stamp=stamp_to_sec(msg.header.stamp), dt=msg.dt,
                                            seq=int(msg.sequence), now=now)
         if reason is not None:
-            self.get_logger().warning(f"rejected chunk {msg.sequence} from '{msg.embodiment}': {reason}",
-                                   throttle_duration_sec=2.0)
+            # Throttled per reason: a rare NaN chunk is never hidden behind routine "expired" lines.
+            self._warn(f"chunk.{reason}", f"rejected chunk {msg.sequence} from '{msg.embodiment}': {reason}")
 
-    def _on_joints(self, source: str, msg: JointState) -> None:
+    def _warn(self, key: str, text: str, period: float = 2.0, error: bool = False) -> None:
+        """Log `text` at most once per `period` s for each `key` (throttling per reason)."""
+        t = time.monotonic()
+        if t - self._last_log.get(key, -np.inf) < period:
+            return
+        self._last_log[key] = t
+        (self.get_logger().error if error else self.get_logger().warning)(text)
+
+    def _on_output_fault(self, output: str, reason: str) -> None:
+        """An output's controller rejected or aborted a goal: hold until a fresh chunk."""
+        now = now_sec(self)
+        with self._lock:
+            self.core.report_fault(output, reason, now)
+        self._warn(f"fault.{output}.{reason}", f"output '{output}': {reason}; holding until the next chunk",
+                   error=True)
+
+    def _poll_joint_states(self) -> None:
+        """Drain every joint-state subscription; merge the newest message of each publisher."""
+        t = time.monotonic()
+        for source, sub in self._js_subs:
+            newest: dict[bytes, bytes] = {}
+            with sub.handle:
+                for _ in range(MAX_POLL):
+                    taken = sub.handle.take_message(sub.msg_type, True)
+                    if taken is None:
+                        break
+                    raw, info = taken
+                    newest[bytes(info["publisher_gid"]["data"])] = raw
+            for raw in newest.values():
+                self._on_joints(source, deserialize_message(raw, JointState), t)
+
+    def _on_joints(self, source: str, msg: JointState, t: float) -> None:
         try:
             pos = joint_state_positions(list(msg.name), msg.position)
         except JointStateError as e:
-            self.get_logger().warning(f"joint state from {source} rejected: {e}", throttle_duration_sec=2.0)
+            self._warn(f"joints.{source}", f"joint state from {source} rejected: {e}")
             return
         with self._lock:
             # A zero stamp (drivers that do not stamp) means unknown, not 'before the reset'.
-            self.measured.update_joints(source, time.monotonic(), pos, stamp_to_sec(msg.header.stamp) or None)
+            self.measured.update_joints(source, t, pos, stamp_to_sec(msg.header.stamp) or None)
 
     def _on_odom(self, msg: Odometry) -> None:
         t = msg.twist.twist
@@ -163,7 +212,12 @@ class ExecutorNode(Node):
             if last is not None:
                 self.periods.append(t - last)
             last = t
-            self._tick()
+            try:
+                self._tick()
+            except Exception as e:  # noqa: BLE001 - no single message may stop the control loop
+                if self._stop.is_set() or not self.context.ok():
+                    return  # shutting down: the context is gone, nothing left to command
+                self._warn(f"tick.{type(e).__name__}", f"control tick failed: {e!r}", error=True)
             next_t += period
             behind = time.monotonic() - next_t
             if behind > 0:  # overran a whole period: skip the missed ticks, never burst
@@ -172,14 +226,17 @@ class ExecutorNode(Node):
                 next_t += skipped * period
 
     def _tick(self) -> None:
+        self._poll_joint_states()
         now = now_sec(self)
         with self._lock:
             measured = self._measured()
             if measured is None and self.params["require_joint_states"]:
-                # No live joint states: do not execute actions; hold the last command.
+                # No usable joint states: do not execute actions; hold the last command.
+                reason, self.hold_detail = self.measured.problem(time.monotonic()) or ("joint_states_stale", "")
                 self.core.set_measured(None)
-                result = self.core.tick_hold(now)
+                result = self.core.tick_hold(now, reason)
             else:
+                self.hold_detail = ""
                 self.core.set_measured(measured)
                 result = self.core.tick(now)
             request = self.core.should_request(now)
@@ -187,11 +244,14 @@ class ExecutorNode(Node):
                 self.core.scheduler.mark_requested(now)
         self.ticks += 1
         self.last_result = result
+        if self.hold_detail:
+            self._warn(f"hold.{result.reason}", f"holding: {result.reason}: {self.hold_detail}", period=5.0,
+                       error=result.reason == "joint_missing")
         if request:
             self.request_pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.embodiment.name))
         if result.commands is None:
             return
-        self.commands.publish(result.commands, result.velocities)
+        self.commands.publish(result.commands, result.velocities, trajectory=result.trajectory)
         self._commanded.header.stamp = self.get_clock().now().to_msg()
         self._commanded.position = self.core.last_values.tolist()
         self.commanded_pub.publish(self._commanded)
@@ -210,14 +270,25 @@ class ExecutorNode(Node):
             counters = self.core.counters()
             safety = self.core.safety
             estopped, enabled = safety.estopped, safety.enabled
+            age = self.core.last_chunk_age(now_sec(self))
         r = self.last_result
         if estopped:
             level, msg = ERROR, "e-stop engaged: holding"
         elif not enabled:
             level, msg = WARN, "disabled: holding (call ~/enable)"
-        elif r is None or r.held:
-            why = "no tick yet" if r is None else r.reason
-            level, msg = WARN, f"holding: {why}"
+        elif r is None:
+            level, msg = WARN, "holding: no tick yet"
+        elif r.held:
+            why = r.reason
+            if r.reason == "policy_silent" and age is not None:
+                why = f"policy silent: no chunk for {age:.1f} s (is the policy node running and READY?)"
+            elif self.hold_detail:
+                why = f"{r.reason}: {self.hold_detail}"
+            if r.commands is None:
+                why += " - nothing commanded yet (waiting for the first valid chunk)"
+            level = ERROR if r.reason in ("joint_missing", "odometry_missing") or r.reason.startswith("output_fault") \
+                else WARN
+            msg = f"holding: {why}"
         else:
             level, msg = OK, "executing"
         values = {**counters, **self.jitter_stats(), "dry_run": self.params["dry_run"]}
@@ -230,6 +301,7 @@ class ExecutorNode(Node):
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=1.0)
+        self._poll_node.destroy_node()
         super().destroy_node()
 
 

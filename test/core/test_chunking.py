@@ -185,6 +185,29 @@ def test_future_chunk_does_not_preempt_until_due() -> None:
     assert tick.seq == 1 and tick.index == 0
 
 
+def test_one_far_future_chunk_never_wedges_the_scheduler() -> None:
+    """Defect: a chunk stamped now + 3600 s was accepted as "next"; every later chunk was then
+    rejected as older and the robot held for as long as anyone watched."""
+    s = ChunkScheduler(execute_steps=25)
+    assert s.offer(ramp(0.0, seq=0), now=0.0) is None
+    assert s.offer(ramp(3600.0, seq=1, offset=500.0), now=0.1) == Rejection.FUTURE_STAMP
+    assert s.counters.rejected["future_stamp"] == 1
+    # Valid chunks keep flowing and execute.
+    for k in range(1, 20):
+        t = 0.5 * k
+        assert s.offer(ramp(t - 0.05, seq=1 + k, offset=float(k)), now=t) is None
+        tick = s.action_at(t)
+        assert tick.reason == TickReason.OK and tick.seq == 1 + k
+
+
+def test_future_tolerance_is_a_parameter() -> None:
+    s = ChunkScheduler(execute_steps=25, max_future=0.05)
+    assert s.offer(ramp(1.06), now=1.0) == Rejection.FUTURE_STAMP
+    assert s.offer(ramp(1.04), now=1.0) is None
+    with pytest.raises(ValueError):
+        ChunkScheduler(execute_steps=25, max_future=math.inf)
+
+
 @pytest.mark.parametrize(
     ("stamp", "seq", "expected"),
     [
@@ -214,7 +237,7 @@ def test_offer_rejects_malformed_and_expired() -> None:
     c = s.counters
     assert c.received == 6 and c.accepted == 0
     assert c.rejected == {
-        "duplicate": 0, "older": 0, "expired": 1, "bad_shape": 3, "bad_timing": 2,
+        "duplicate": 0, "older": 0, "expired": 1, "bad_shape": 3, "bad_timing": 2, "future_stamp": 0,
     }
     assert s.action_at(0.0).reason == TickReason.NO_CHUNK
 

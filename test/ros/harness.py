@@ -82,7 +82,10 @@ class FakeRobot:
     """Publishes the embodiment's joint states (and cameras) from a timer; records commands."""
 
     def __init__(self, graph: Graph, emb: Embodiment, state: np.ndarray, *, joint_rate: float = 100.0,
-                 camera_rate: float = 0.0, camera_shape: tuple[int, int] = (48, 64)) -> None:
+                 camera_rate: float = 0.0, camera_shape: tuple[int, int] = (48, 64), split: bool = False,
+                 rename: dict[str, str] | None = None) -> None:
+        """split: each source's grippers come from a second publisher on the same topic (a
+        separate gripper driver); rename: {old prefix: new prefix} for published joint names."""
         self.emb, self.state = emb, np.array(state, dtype=float)
         self.node = graph.node("fake_robot")
         self.alive = True
@@ -92,6 +95,9 @@ class FakeRobot:
         self.commanded: list[tuple[float, np.ndarray]] = []
         self._js_pubs = {s: self.node.create_publisher(JointState, t, qos_profile_sensor_data)
                          for s, t in emb.joint_state_sources.items()}
+        self.split, self.rename = split, rename or {}
+        self._grip_pubs = {s: self.node.create_publisher(JointState, t, qos_profile_sensor_data)
+                           for s, t in emb.joint_state_sources.items()} if split else {}
         self._odom_pub = None
         if emb.odometry_topic:
             from nav_msgs.msg import Odometry
@@ -122,8 +128,13 @@ class FakeRobot:
         stamp = self.node.get_clock().now().to_msg()
         for source, pub in self._js_pubs.items():
             dims = [(i, d) for i, d in enumerate(self.emb.dims) if d.source == source]
-            pub.publish(JointState(header=_header(stamp), name=[d.joint for _, d in dims],
-                                   position=[float(self.state[i]) for i, _ in dims]))
+            groups = [dims]
+            if self.split:  # the gripper driver publishes its own messages on the same topic
+                groups = [[x for x in dims if x[1].kind != "gripper"], [x for x in dims if x[1].kind == "gripper"]]
+            for g, p in zip(groups, [pub, self._grip_pubs.get(source)]):
+                if g and p is not None:
+                    p.publish(JointState(header=_header(stamp), name=[self._name(d.joint) for _, d in g],
+                                         position=[float(self.state[i]) for i, _ in g]))
         if self._odom_pub is not None:
             from nav_msgs.msg import Odometry
 
@@ -134,6 +145,12 @@ class FakeRobot:
             odom.twist.twist.linear.y = base.get("base_vy", 0.0)
             odom.twist.twist.angular.z = base.get("base_wz", 0.0)
             self._odom_pub.publish(odom)
+
+    def _name(self, joint: str) -> str:
+        for old, new in self.rename.items():
+            if joint.startswith(old):
+                return new + joint[len(old):]
+        return joint
 
     def _publish_cameras(self) -> None:
         if not self.cameras_alive:

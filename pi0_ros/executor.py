@@ -124,8 +124,9 @@ class MeasuredState:
     def problem(self, now: float) -> tuple[str, str] | None:
         """(reason, detail) for why `get(now)` is None, or None when it is not.
 
-        reason: "joint_missing" (a needed joint never arrived, e.g. Panda names against the FR3
-        YAML: a configuration error), "joint_states_stale" (it arrived, then stopped: the driver
+        reason: "no_joint_states" (nothing arrived on a source's topic yet), "joint_missing" (the
+        topic publishes, but never a needed joint, e.g. Panda names against the FR3 YAML: a
+        configuration error), "joint_states_stale" (it arrived, then stopped: the driver
         died), "odometry_missing" / "odometry_stale"; detail names the joint and the topic."""
         emb = self.embodiment
         for i, d in enumerate(emb.dims):
@@ -140,7 +141,7 @@ class MeasuredState:
             if not np.isfinite(age):
                 seen = self._seen.get(d.source or "")
                 if seen is None:
-                    return "joint_missing", f"no JointState on {topic} (source '{d.source}') yet"
+                    return "no_joint_states", f"waiting for JointState on {topic} (source '{d.source}')"
                 return "joint_missing", (f"joint '{d.joint}' is not in the JointState messages on {topic} "
                                          f"(they name {sorted(seen)[:12]}); check the embodiment YAML")
             if age > self.timeout:

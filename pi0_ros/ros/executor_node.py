@@ -70,6 +70,7 @@ class ExecutorNode(Node):
         self.ticks = 0
         self.last_result = None
         self.hold_detail = ""  # why the inputs are not usable, e.g. which joint is missing
+        self.tick_errors = 0
         self._last_log: dict[str, float] = {}  # log key -> monotonic time of its last line
 
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, CHUNK_QOS)
@@ -116,7 +117,11 @@ class ExecutorNode(Node):
         if t - self._last_log.get(key, -np.inf) < period:
             return
         self._last_log[key] = t
-        (self.get_logger().error if error else self.get_logger().warning)(text)
+        # Two call sites: rclpy's logger refuses one call site logging at two severities.
+        if error:
+            self.get_logger().error(text)
+        else:
+            self.get_logger().warning(text)
 
     def _on_output_fault(self, output: str, reason: str) -> None:
         """An output's controller rejected or aborted a goal: hold until a fresh chunk."""
@@ -217,7 +222,11 @@ class ExecutorNode(Node):
             except Exception as e:  # noqa: BLE001 - no single message may stop the control loop
                 if self._stop.is_set() or not self.context.ok():
                     return  # shutting down: the context is gone, nothing left to command
-                self._warn(f"tick.{type(e).__name__}", f"control tick failed: {e!r}", error=True)
+                self.tick_errors += 1
+                try:
+                    self._warn(f"tick.{type(e).__name__}", f"control tick failed: {e!r}", error=True)
+                except Exception:  # noqa: BLE001 - logging must not end the loop either
+                    pass
             next_t += period
             behind = time.monotonic() - next_t
             if behind > 0:  # overran a whole period: skip the missed ticks, never burst
@@ -246,7 +255,7 @@ class ExecutorNode(Node):
         self.last_result = result
         if self.hold_detail:
             self._warn(f"hold.{result.reason}", f"holding: {result.reason}: {self.hold_detail}", period=5.0,
-                       error=result.reason == "joint_missing")
+                       error=result.reason in ("joint_missing", "odometry_missing"))
         if request:
             self.request_pub.publish(Header(stamp=self.get_clock().now().to_msg(), frame_id=self.embodiment.name))
         if result.commands is None:

@@ -283,3 +283,31 @@ def test_missing_joint_is_named_in_diagnostics(graph):
     msg = next(s.message for d in diags for s in d.status if "joint_missing" in s.message)
     assert "fr3_joint1" in msg and "panda_joint1" in msg and "/joint_states" in msg
     assert ex.last_result.reason == "joint_missing"
+
+
+def test_executor_process_exits_cleanly_on_sigint():
+    """Defect: the executor printed an RCLError traceback on every shutdown."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ROS_DOMAIN_ID": str(int(os.environ.get("ROS_DOMAIN_ID", "1")) % 100 + 101)}
+    exe = os.path.join(os.path.dirname(sys.executable), "pi0-executor-node")
+    p = subprocess.Popen([exe, "--ros-args", "-p", "embodiment:=ur5e"], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        out = ""
+        while "executor for ur5e" not in out and time.monotonic() < deadline:
+            out += p.stdout.readline()
+        time.sleep(1.0)  # let the control loop tick
+        p.send_signal(signal.SIGINT)
+        rest, _ = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    out += rest
+    assert p.returncode == 0, out
+    assert "Traceback" not in out and "RCLError" not in out, out
+    assert "DRY RUN" in out  # safe by default

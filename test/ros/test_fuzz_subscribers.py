@@ -47,7 +47,9 @@ def random_image(rng, stamp):
 def random_chunk(rng, emb, t):
     h, d = int(rng.integers(0, 60)), int(rng.choice([0, 1, emb.num_dims, emb.num_dims, 40]))
     acts = np.array(rand_floats(rng, h * d)).reshape(h, d) if h * d else np.zeros((h, d))
-    msg = make_chunk(emb, acts if h * d else np.zeros((1, emb.num_dims)), t + rng.normal() * 0.5, int(rng.integers(0, 5)),
+    # Stamps near now, and sometimes far in the future or the past (a wrong clock, a replay).
+    stamp = t + rng.normal() * 0.5 + float(rng.choice([0.0, 0.0, 0.0, 3600.0, -3600.0, 1e9]))
+    msg = make_chunk(emb, acts if h * d else np.zeros((1, emb.num_dims)), stamp, int(rng.integers(0, 5)),
                      dt=float(rng.choice([emb.dt, emb.dt, 0.0, -0.1, math.nan])))
     if h * d == 0:
         msg.actions = []
@@ -78,7 +80,7 @@ def _run(g: Graph, seed: int) -> None:
     obs = g.add(ObservationNode(**g.params(embodiment=name, prompt="fuzz")))
     pol = g.add(PolicyNode(policy=Policy.tiny_random(seed=0), **g.params(embodiment=name, trigger="continuous",
                                                                          warmup_runs=0)))
-    ex = g.add(ExecutorNode(**g.params(embodiment=name)))
+    ex = g.add(ExecutorNode(**g.params(embodiment=name, dry_run=False)))
     fz = g.node("fuzzer")
     from nav_msgs.msg import Odometry
 
@@ -98,7 +100,7 @@ def _run(g: Graph, seed: int) -> None:
     for k in range(400):
         t = now(fz)
         stamp = sec_to_stamp(t + rng.normal() * 0.2)
-        kind = rng.integers(0, 8)
+        kind = rng.integers(0, 9)
         if kind == 0:
             pubs["image"][int(rng.integers(0, len(pubs["image"])))].publish(random_image(rng, stamp))
         elif kind == 1:  # a valid frame with a wild stamp (future/past)
@@ -130,8 +132,15 @@ def _run(g: Graph, seed: int) -> None:
         elif kind == 6:
             pubs["prompt"].publish(String(data=rand_str(rng, 100)))
             pubs["request"].publish(Header(stamp=stamp))
-        else:
+        elif kind == 7:
             pubs["estop"].publish(Bool(data=bool(rng.random() < 0.1)))
+        else:  # a valid split JointState: some of a source's joints, from another "driver"
+            src = str(rng.choice(list(emb.joint_state_sources)))
+            dims = [(i, d) for i, d in enumerate(emb.dims) if d.source == src]
+            pick = [dims[j] for j in sorted(rng.choice(len(dims), int(rng.integers(1, len(dims) + 1)), replace=False))]
+            js = JointState(name=[d.joint for _, d in pick], position=[float(robot.state[i]) for i, _ in pick])
+            js.header.stamp = stamp
+            pubs["joints"][list(emb.joint_state_sources).index(src)].publish(js)
         if k % 20 == 0:
             g.wait_for(lambda: False, 0.05)
     g.wait_for(lambda: False, 1.0)
@@ -143,8 +152,11 @@ def _run(g: Graph, seed: int) -> None:
     assert np.all(np.isfinite(vals))
     assert np.all(vals >= emb.lower - 1e-9) and np.all(vals <= emb.upper + 1e-9)
     pos = np.array([not k.startswith("base_") for k in emb.kinds])
-    steps = np.abs(np.diff(vals[:, pos], axis=0))
-    assert np.all(steps <= (emb.max_velocity[pos] / emb.control_rate_hz) + 1e-9)
+    steps = np.abs(np.diff(vals, axis=0))
+    ok = steps <= (emb.max_velocity / emb.control_rate_hz) + 1e-9  # base dims: acceleration limit
+    ok[:, ~pos] |= vals[1:, ~pos] == 0.0  # an e-stop may stop the base at once
+    assert np.all(ok)
+    assert ex.tick_errors == 0
     for o in emb.outputs:
         for _, m in robot.commands[o.name]:
             data = np.array(m.data) if hasattr(m, "data") else np.array([m.linear.x, m.angular.z])

@@ -12,6 +12,7 @@ only the newest one per publisher is deserialised and merged by joint name.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from collections import deque
@@ -57,6 +58,10 @@ class ExecutorNode(Node):
             "max_chunk_future": 0.2,      # s a chunk's stamp may lie ahead of this clock (skew); later: rejected
         })
         self.embodiment = emb = load_embodiment(p["embodiment"])
+        # The control thread must get the GIL within a small part of its period: Python's
+        # default switch interval (5 ms) lets any other thread of this process delay a tick by
+        # that much. Process-wide, but cheap: it only makes GIL hand-overs more frequent.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
         self.params = p
         self.core = ChunkExecutor(emb, execute_steps=p["execute_steps"] or None,
                                   require_reference=p["require_joint_states"], enabled=p["start_enabled"],

@@ -14,6 +14,9 @@ from typing import Any
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
+from rclpy.signals import SignalHandlerOptions
+
+from pi0_ros.signals import StopSignals
 
 
 def overrides(params: dict[str, Any]) -> list[Parameter]:
@@ -36,6 +39,9 @@ class Bringup:
     extra: dict[str, dict[str, Any]] = field(default_factory=dict)  # role -> extra parameters
     context: Any = None
     nodes: dict[str, Any] = field(default_factory=dict)
+    _spinners: list[tuple[SingleThreadedExecutor, threading.Thread, Any]] = field(default_factory=list, init=False,
+                                                                                 repr=False)
+    _destroyed: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def start(self) -> "Bringup":
         from pi0_ros.ros.executor_node import ExecutorNode
@@ -63,7 +69,6 @@ class Bringup:
         # One single-threaded executor per node, each on its own thread: rclpy's
         # MultiThreadedExecutor busy-loops while a long callback of a node runs (the entity stays
         # ready), which starves every other thread of the GIL (the sim, the inference).
-        self._spinners: list[tuple[SingleThreadedExecutor, threading.Thread, object]] = []
         for n in self.nodes.values():
             self.add_node(n)
         return self
@@ -85,10 +90,14 @@ class Bringup:
             pass
 
     def spin_for(self, seconds: float, until=None) -> None:
-        """Let the nodes run for `seconds` (or until `until()` is true)."""
+        """Let the nodes run for `seconds` (or until `until()` is true, or the context is shut down)."""
         end = time.monotonic() + seconds
-        while time.monotonic() < end and (until is None or not until()):
+        while time.monotonic() < end and (until is None or not until()) and self.ok():
             time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+
+    def ok(self) -> bool:
+        """False once the context is shut down (e.g. rclpy's own signal handler): nothing to spin."""
+        return self.context.ok() if self.context is not None else rclpy.ok()
 
     def remove_node(self, node) -> None:
         for i, (ex, t, n) in enumerate(self._spinners):
@@ -99,11 +108,19 @@ class Bringup:
                 return
 
     def stop(self) -> None:
+        """Stop every node, in reverse start order (the executor before the policy and the sensors);
+        safe after a partial start() and when called twice."""
+        done = {id(n) for n in self._destroyed}
         for ex, t, n in reversed(self._spinners):
             ex.shutdown(timeout_sec=2.0)
             t.join(timeout=2.0)
             n.destroy_node()
+            done.add(id(n))
         self._spinners.clear()
+        for n in reversed(list(self.nodes.values())):
+            if id(n) not in done:  # built, never spun (start() failed half-way)
+                n.destroy_node()
+        self._destroyed = list(self.nodes.values())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,14 +135,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    rclpy.init()
-    b = Bringup(args.embodiment, checkpoint=args.checkpoint, prompt=args.prompt, dry_run=args.dry_run, sim=args.sim,
-                viz=args.viz, use_sim_time=args.sim, trigger=args.trigger).start()
-    try:
-        b.spin_for(args.duration if args.duration > 0 else float("inf"))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        b.stop()
-        rclpy.try_shutdown()
+    # Ctrl-C / SIGTERM only ask to stop: the nodes stop first (control loop, simulator, inference),
+    # the context goes last. rclpy's handlers would shut the context down under the running node
+    # threads, and end the main loop only through a KeyboardInterrupt that never comes when SIGINT
+    # was ignored at start (`pi0-ros bringup &` in a script): see pi0_ros.signals.
+    with StopSignals() as signals:
+        rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
+        b = Bringup(args.embodiment, checkpoint=args.checkpoint, prompt=args.prompt, dry_run=args.dry_run,
+                    sim=args.sim, viz=args.viz, use_sim_time=args.sim, trigger=args.trigger)
+        try:
+            b.start()
+            b.spin_for(args.duration if args.duration > 0 else float("inf"), until=signals.stop.is_set)
+        finally:
+            b.stop()
+            rclpy.try_shutdown()
     return 0

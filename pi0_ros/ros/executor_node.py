@@ -37,7 +37,7 @@ class ExecutorNode(Node):
         super().__init__("pi0_executor", **kwargs)
         p = declare(self, {
             "embodiment": "trossen_bimanual",
-            "dry_run": False,             # compute and log commands, publish nothing to the robot
+            "dry_run": True,              # compute and log commands, publish nothing to the robot
             "execute_steps": 0,           # 0: the embodiment's execute_steps
             "joint_state_timeout": 0.25,  # s without joint states -> hold (the driver died)
             "require_joint_states": True,  # False: robots without position feedback

@@ -45,8 +45,9 @@ class SimSession:
                                             "use_sim_time": False})  # the sim IS the clock
         extra.setdefault("policy", {}).setdefault("warmup_runs", 1)
         self.scripted = scripted
-        self.bringup = Bringup(embodiment, checkpoint=checkpoint, sim=True, use_sim_time=True, trigger=trigger,
-                               policy=policy, extra=extra, context=self.context)
+        # dry_run False: the commands must reach the simulator (the executor defaults to dry run).
+        self.bringup = Bringup(embodiment, checkpoint=checkpoint, dry_run=False, sim=True, use_sim_time=True,
+                               trigger=trigger, policy=policy, extra=extra, context=self.context)
         if scripted:
             # The expert needs the simulator object: build the sim first, then hand it over.
             self.bringup.policy = _DeferredScripted()

@@ -27,6 +27,7 @@ def graph():
 
 
 def setup(graph: Graph, name: str = "trossen_bimanual", **params):
+    params.setdefault("dry_run", False)  # these tests watch the robot topics (the node defaults to dry run)
     emb = load_embodiment(name)
     robot = FakeRobot(graph, emb, mid_state(emb))
     ex = graph.add(ExecutorNode(**graph.params(embodiment=name, **params)))

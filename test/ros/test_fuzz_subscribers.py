@@ -78,7 +78,7 @@ def _run(g: Graph, seed: int) -> None:
     obs = g.add(ObservationNode(**g.params(embodiment=name, prompt="fuzz")))
     pol = g.add(PolicyNode(policy=Policy.tiny_random(seed=0), **g.params(embodiment=name, trigger="continuous",
                                                                          warmup_runs=0)))
-    ex = g.add(ExecutorNode(**g.params(embodiment=name)))
+    ex = g.add(ExecutorNode(**g.params(embodiment=name, dry_run=False)))  # commands reach the robot topics
     fz = g.node("fuzzer")
     from nav_msgs.msg import Odometry
 

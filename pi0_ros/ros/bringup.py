@@ -221,8 +221,9 @@ def run(args: argparse.Namespace) -> int:
             b.start()
             _check_params_file(b, unknown_nodes, log)
             if b.dry_run:
-                log.info("DRY RUN (default): commands are computed and logged, nothing is published to the robot; "
-                         "--dry-run false to drive it")
+                log.info("DRY RUN (default): commands are computed and logged, nothing is published to the "
+                         + ("simulated robot, so it will not move" if args.sim else "robot")
+                         + "; --dry-run false to drive it")
             else:
                 log.warning("!!! LIVE: --dry-run false - the executor PUBLISHES COMMANDS TO THE ROBOT "
                             f"({r['embodiment']}). Ctrl-C stops. !!!")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 
 from pi0_ros.ros.bringup import Bringup
 
@@ -112,6 +113,10 @@ class SimSession:
         wall_end = time.monotonic() + max_time * 5 + 30 - sim.held_s
         while sim.env.time < max_time and time.monotonic() < wall_end + sim.held_s:
             self.spin(0.05)
+            if not self.bringup.ok():
+                # Shut down from outside (rclpy's Ctrl-C handler): the nodes are gone, stop now
+                # rather than spin until the wall-clock guard.
+                raise ExternalShutdownException("the ROS context was shut down during the episode")
             if on_step is not None:
                 on_step(self)
             reached_target = reached_target or task.reached(sim.env, target)

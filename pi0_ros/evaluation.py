@@ -2,6 +2,8 @@
 
     pi0-ros eval --embodiment trossen_bimanual --task pick_cube --episodes 50 --checkpoint DIR --json
     pi0-ros eval --policy scripted --episodes 50      # the scripted expert through the same path
+    pi0-ros eval --checkpoint DIR --lockstep          # the sim pauses while the policy infers
+    pi0-ros eval --checkpoint DIR --cpu-load 4        # ... on a busy computer (4 busy processes)
 """
 from __future__ import annotations
 
@@ -27,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-scale", type=float, default=1.0,
                         help="std of the sampler's starting noise (policy node parameter; 1 = the paper's N(0, I))")
     parser.add_argument("--max-time", type=float, default=None, help="s of sim time per episode (default: task's)")
+    parser.add_argument("--lockstep", action="store_true",
+                        help="the simulator pauses while the policy infers: the success rate measures the policy, "
+                             "not this computer's speed (default: real time, inference latency included)")
+    parser.add_argument("--cpu-load", type=int, default=0, metavar="N",
+                        help="N CPU-burning processes (a busy loop each) beside the pipeline, stopped at the end")
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
 
 
@@ -53,17 +60,37 @@ def summarise(results: list, wall_s: float) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pi0_ros.bench.cpu_load import CpuLoad
+
+    if args.swap_prompt and args.prompt:
+        raise SystemExit("--swap-prompt and --prompt exclude each other")
+    t0 = time.monotonic()
+    with CpuLoad(args.cpu_load) as load:  # started before the nodes, always stopped
+        results = _episodes(args)
+    summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy, "swap_prompt": args.swap_prompt,
+               "realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale,
+               "lockstep": args.lockstep, "cpu_load": load.describe(),
+               "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
+               **summarise(results, time.monotonic() - t0)}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']}), "
+              f"mean time to success {summary['mean_time_to_success_s']}, touched the named cube "
+              f"{summary['reached_target_rate']:.0%}, the other cube {summary['reached_other_rate']:.0%}, "
+              f"safety interventions {summary['safety_interventions']}")
+    return 0
+
+
+def _episodes(args: argparse.Namespace) -> list:
     from pi0_ros.ros.sim_session import SimSession
 
-    t0 = time.monotonic()
     session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
                          seed=args.seed, extra={"policy": {"realtime_chunking": args.realtime_chunking,
-                                                     "noise_scale": args.noise_scale}})
+                                                     "noise_scale": args.noise_scale}}, lockstep=args.lockstep)
     results = []
     try:
         session.wait_ready()
-        if args.swap_prompt and args.prompt:
-            raise SystemExit("--swap-prompt and --prompt exclude each other")
         task = session.sim.env.task
         for i in range(args.episodes):
             seed = args.seed + i
@@ -78,15 +105,4 @@ def run(args: argparse.Namespace) -> int:
                       + (" and the OTHER cube" if r.reached_other else ""), file=sys.stderr, flush=True)
     finally:
         session.close()
-    summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy, "swap_prompt": args.swap_prompt,
-               "realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale,
-               "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
-               **summarise(results, time.monotonic() - t0)}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        print(f"success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']}), "
-              f"mean time to success {summary['mean_time_to_success_s']}, touched the named cube "
-              f"{summary['reached_target_rate']:.0%}, the other cube {summary['reached_other_rate']:.0%}, "
-              f"safety interventions {summary['safety_interventions']}")
-    return 0
+    return results

@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=1, help="threads for the policy's torch")
     parser.add_argument("--realtime-priority", type=int, default=50,
                         help="SCHED_FIFO priority of the executor's control thread (0 = normal scheduling)")
+    parser.add_argument("--cpu-load", type=int, default=0, metavar="N",
+                        help="N CPU-burning processes (a busy loop each) beside the pipeline, stopped at the end")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--executor-child", type=float, default=0.0, help=argparse.SUPPRESS)
 
@@ -113,6 +115,16 @@ def _synthetic_sensors(node, emb, camera_rate: float, joint_rate: float) -> None
 def run(args: argparse.Namespace) -> int:
     if args.executor_child:
         return _executor_child(args)
+    from pi0_ros.bench.cpu_load import CpuLoad
+
+    with CpuLoad(args.cpu_load) as load:  # started before the pipeline, always stopped
+        result = _measure(args)
+    result["cpu_load"] = load.describe()
+    print(json.dumps(result, indent=2 if not args.json else None))
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> dict:
     import rclpy
     import torch
     from rclpy.executors import SingleThreadedExecutor
@@ -191,9 +203,11 @@ def run(args: argparse.Namespace) -> int:
         "overhead_wait_ms": _stats(wait), "overhead_processing_ms": _stats([l - m - w for l, m, w in zip(lat, model, wait)]),
         "policy_node_overhead_ms": _stats(over), "chunks_produced_per_s": round(produced / args.duration, 2),
         "chunks_used_per_s": round(ex_stats["chunks_used_per_s"], 2), "safety_interventions": ex_stats["safety"],
+        # The executor node's default: commands are built every tick but never published, so a
+        # bench on a robot computer cannot move the robot.
+        "dry_run": True,
     }
-    print(json.dumps(result, indent=2 if not args.json else None))
-    return 0
+    return result
 
 
 if __name__ == "__main__":

@@ -79,6 +79,12 @@ class SimNode(Node):
         self._ticks_since_image = 10 ** 9
         self._episode = 0
         self.reset_hooks: list[Callable[[], None]] = []  # called on the sim thread after each reset
+        # Pause (lockstep evaluation): physics and sim time stand still while pause() is in force or
+        # any hold condition is true; evaluated by the sim thread before every tick.
+        self.hold_conditions: list[Callable[[], bool]] = []
+        self._pause = threading.Event()
+        self._held = threading.Event()   # the sim thread stands still (cleared before any step)
+        self.held_s = 0.0                # wall seconds stood still, for wall-clock guards
 
         self._js_pubs = {src: self.create_publisher(JointState, topic, qos_profile_sensor_data)
                          for src, topic in emb.joint_state_sources.items()}
@@ -188,6 +194,21 @@ class SimNode(Node):
         return response
 
     # ------------------------------------------------------------------ stepping + publishing
+    def pause(self, timeout: float = 2.0) -> bool:
+        """Stop physics and sim time until resume(); returns once the sim thread stands still
+        (False if it did not within `timeout` s: it is still paused from its next tick on)."""
+        self._pause.set()
+        if threading.current_thread() is self._thread:
+            return True
+        return self._held.wait(timeout)
+
+    def resume(self) -> None:
+        self._pause.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
     @property
     def sim_time(self) -> float:
         return self._time_offset + self.env.time
@@ -215,7 +236,16 @@ class SimNode(Node):
                 except Exception as e:  # noqa: BLE001 - handed to the caller
                     box.append(e)
                 done.set()
-            self._on_tick()
+            if self._pause.is_set() or any(c() for c in self.hold_conditions):
+                # Standing still. Joint states and /clock keep coming at the frozen stamp: the
+                # executor's watchdog measures their freshness in monotonic receipt time (0.25 s)
+                # and would otherwise hold the robot; no new images, no physics.
+                self._held.set()
+                self.held_s += period
+                self._publish_state(images=False)
+            else:
+                self._held.clear()
+                self._on_tick()
             next_t += period
             delay = next_t - time.monotonic()
             if delay > 0:
@@ -228,7 +258,7 @@ class SimNode(Node):
         self.env.step()
         self._publish_state()
 
-    def _publish_state(self) -> None:
+    def _publish_state(self, images: bool = True) -> None:
         stamp = sec_to_stamp(self.sim_time)
         if self._clock_pub is not None:
             self._clock_pub.publish(Clock(clock=stamp))
@@ -244,6 +274,8 @@ class SimNode(Node):
             pub.publish(msg)
         if self._odom_pub is not None:
             self._publish_odom(stamp)
+        if not images:
+            return
         self._ticks_since_image += 1
         if self._img_pubs and self.image_rate_hz > 0 and \
                 self._ticks_since_image * self.embodiment.dt >= 1.0 / self.image_rate_hz - 1e-9:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import rclpy
+from rclpy.executors import ExternalShutdownException
 
 from pi0_ros.ros.bringup import Bringup
 
@@ -37,7 +38,8 @@ class EpisodeResult:
 class SimSession:
     def __init__(self, embodiment: str = "trossen_bimanual", task: str = "pick_cube", *, policy: Any = None,
                  checkpoint: str = "", scripted: bool = False, seed: int = 0, image_rate_hz: float = 15.0,
-                 trigger: str = "request", extra: dict[str, dict[str, Any]] | None = None) -> None:
+                 trigger: str = "request", extra: dict[str, dict[str, Any]] | None = None,
+                 lockstep: bool = False) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         extra = {k: dict(v) for k, v in (extra or {}).items()}
@@ -45,8 +47,9 @@ class SimSession:
                                             "use_sim_time": False})  # the sim IS the clock
         extra.setdefault("policy", {}).setdefault("warmup_runs", 1)
         self.scripted = scripted
-        self.bringup = Bringup(embodiment, checkpoint=checkpoint, sim=True, use_sim_time=True, trigger=trigger,
-                               policy=policy, extra=extra, context=self.context)
+        # dry_run False: the commands must reach the simulator (the executor defaults to dry run).
+        self.bringup = Bringup(embodiment, checkpoint=checkpoint, dry_run=False, sim=True, use_sim_time=True,
+                               trigger=trigger, policy=policy, extra=extra, context=self.context)
         if scripted:
             # The expert needs the simulator object: build the sim first, then hand it over.
             self.bringup.policy = _DeferredScripted()
@@ -61,6 +64,16 @@ class SimSession:
         self.executor_node = self.bringup.nodes["executor"]
         self.policy_node = self.bringup.nodes["policy"]
         self.observation_node = self.bringup.nodes["observation"]
+        self.lockstep = lockstep
+        if lockstep:
+            from pi0_ros.msg import PolicyStatus
+
+            # The simulator stands still from the moment the policy starts inferring on an
+            # observation until its chunk is published (the node is INFERRING exactly then), so the
+            # success rate measures the policy, not how fast this computer runs it. The sim thread
+            # checks before each tick: at most the tick in progress runs on after inference starts.
+            inferring = PolicyStatus.INFERRING
+            self.sim.hold_conditions.append(lambda: self.policy_node.status_msg.state == inferring)
 
     def spin(self, seconds: float, until=None) -> None:
         self.bringup.spin_for(seconds, until)
@@ -96,9 +109,14 @@ class SimSession:
         target = task.target
         others = [c for c in task.colors if c != target]
         reached_target = reached_other = False
-        wall_end = time.monotonic() + max_time * 5 + 30  # never hang if the sim stalls
-        while sim.env.time < max_time and time.monotonic() < wall_end:
+        # Never hang if the sim stalls; time it stood still on purpose (lockstep) does not count.
+        wall_end = time.monotonic() + max_time * 5 + 30 - sim.held_s
+        while sim.env.time < max_time and time.monotonic() < wall_end + sim.held_s:
             self.spin(0.05)
+            if not self.bringup.ok():
+                # Shut down from outside (rclpy's Ctrl-C handler): the nodes are gone, stop now
+                # rather than spin until the wall-clock guard.
+                raise ExternalShutdownException("the ROS context was shut down during the episode")
             if on_step is not None:
                 on_step(self)
             reached_target = reached_target or task.reached(sim.env, target)

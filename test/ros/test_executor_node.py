@@ -66,8 +66,10 @@ def test_follows_ramp_at_expected_times(graph):
     # Consecutive ramp indices while executing (25 = execute_steps): never a repeat or a step
     # back; a skip only when a tick ran a whole slot late (a loaded CI machine), and rarely.
     diffs = np.diff(np.round(executed[:20]))
-    assert np.all(diffs >= 1), diffs
-    assert np.sum(diffs > 1) <= 2, diffs
+    assert np.all(diffs >= 0), diffs  # never a step back
+    # A repeat (a tick early against the chunk's grid after a late one) or a skip (a tick a
+    # whole slot late) only when the machine is loaded, and rarely.
+    assert np.sum(diffs != 1) <= 2, diffs
     # Each command is the action meant for its time: |index - (t - t0)/dt| <= 1.5 ticks.
     for (t, v), i in list(zip(rows, idx))[:20]:
         if i > 0.5:

@@ -14,7 +14,8 @@ sample nearest to the camera set from the messages that carried *that* joint, go
 itself when it stops arriving, and the source's stamp in the observation is the newest stamp
 among its joints' samples. `InputHealth` tells stale inputs (stopped delivering) from missing
 ones (never delivered; for a joint: with what the source does deliver, e.g. `panda_joint1`
-where the YAML says `fr3_joint1`).
+where the YAML says `fr3_joint1`). After `clear(since, now)` (a new episode) an input that had
+delivered before is neither: it gets its max_age from `now` to deliver again, then it is stale.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pi0_ros.images import resize_with_pad
 from pi0_ros.joint_merge import JointMerge
 from pi0_ros.robots.embodiment import Embodiment, JointStateError
 from pi0_ros.sync import ApproximateTimeSync, InputSpec, StaleInput
+from pi0_ros.throttle import reason_key
 
 ODOM = "odom"
 
@@ -123,6 +125,35 @@ class AssembleResult:
     missing: tuple[MissingInput, ...] = ()
 
 
+@dataclass(frozen=True)
+class InputStatus:
+    """What the observation node reports on `observation_status` (the policy pauses on it)."""
+
+    ok: bool
+    message: str                 # "ok", or why observations stopped, naming inputs and topics
+    stale: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    key: tuple[str, ...] = ()    # changes only when the problem does (ages in `message` do not count)
+
+
+def input_status(result: AssembleResult, idle_for: float, max_idle: float) -> InputStatus:
+    """The input status after one assembly.
+
+    Stale or missing inputs stop observations at once. A reason that names no input (live
+    inputs whose stamps do not align within slop, a joint sample just outside slop) only
+    counts once there has been no observation for `max_idle` s (`idle_for`: s since the last
+    published observation or reset), so a single late sample never flips the policy to PAUSED.
+    """
+    stale = tuple(s.name for s in result.stale)
+    missing = tuple(m.name for m in result.missing)
+    if stale or missing:
+        return InputStatus(False, result.reason, stale, missing, stale + missing)
+    if result.reason != "ok" and idle_for > max_idle:
+        return InputStatus(False, f"no observation for {idle_for:.3f} s: {result.reason}",
+                           key=(reason_key(result.reason),))
+    return InputStatus(True, "ok")
+
+
 class ObservationAssembler:
     """Synchronise an embodiment's cameras, joint states and odometry into observations."""
 
@@ -152,10 +183,16 @@ class ObservationAssembler:
             self.topics[ODOM] = embodiment.odometry_topic
         self._resized: dict[str, tuple[float, np.ndarray]] = {}  # slot -> (stamp, image) cache
         self.rejected: dict[str, int] = {}
+        # Survive clear(): what each input / source ever delivered, so that a reset is not
+        # mistaken for a driver that is missing (and what a source has can still be named).
+        self._delivered: set[str] = set()
+        self._seen_names: dict[str, set[str]] = {src: set() for src in embodiment.joint_state_sources}
+        self._cleared_at: float | None = None
 
     def add_image(self, slot: str, stamp: float, rgb: np.ndarray) -> None:
         """rgb: (H, W, 3) uint8 of any size; resized only if it ends up in an observation."""
-        self.sync.add(camera_input(slot), stamp, rgb)
+        if self.sync.add(camera_input(slot), stamp, rgb):
+            self._delivered.add(camera_input(slot))
 
     def add_joint_state(self, source: str, stamp: float, names: Sequence[str], positions: Sequence[float],
                         received: float | None = None) -> None:
@@ -172,12 +209,13 @@ class ObservationAssembler:
         except JointStateError:
             self.rejected[joints_input(source)] = self.rejected.get(joints_input(source), 0) + 1
             raise
+        self._seen_names[source].update(names)
         needed = self._needed.get(source, ())
         for name, p in zip(names, positions):
-            if name in needed:
-                # Every sample goes to the joint's queue, even one older than the merged value:
-                # the queue is sorted by stamp and sync picks the one nearest the camera set.
-                self.sync.add(joint_input(source, name), stamp, float(p))
+            # Every sample goes to the joint's queue, even one older than the merged value:
+            # the queue is sorted by stamp and sync picks the one nearest the camera set.
+            if name in needed and self.sync.add(joint_input(source, name), stamp, float(p)):
+                self._delivered.add(joint_input(source, name))
 
     def add_odometry(self, stamp: float, vx: float, vy: float, wz: float,
                      quaternion_wxyz: Sequence[float] | None = None) -> None:
@@ -193,12 +231,19 @@ class ObservationAssembler:
             yaw = quat2euler(quaternion_wxyz, "sxyz")[2]
             c, s = math.cos(yaw), math.sin(yaw)
             vx, vy = c * vx + s * vy, -s * vx + c * vy
-        self.sync.add(ODOM, stamp, {"base_vx": vx, "base_vy": vy, "base_wz": wz})
+        if self.sync.add(ODOM, stamp, {"base_vx": vx, "base_vy": vy, "base_wz": wz}):
+            self._delivered.add(ODOM)
 
-    def clear(self, since: float = -math.inf) -> None:
-        """Forget every input (new episode, time jump); ignore messages stamped before `since`."""
+    def clear(self, since: float = -math.inf, now: float | None = None) -> None:
+        """Forget every input (new episode, time jump); ignore messages stamped before `since`.
+
+        now: the time of the clear (clock of `assemble`'s now). Inputs that delivered before
+        then have their max_age from `now` to deliver again before they count as stale; without
+        it they are reported as missing until they do.
+        """
         self.sync.clear(since)
         self.joints.clear(since)
+        self._cleared_at = now
 
     def staleness(self, now: float) -> tuple[StaleInput, ...]:
         return self.health(now).stale
@@ -207,24 +252,34 @@ class ObservationAssembler:
         """Which required inputs stop observations at `now`: stale ones and missing ones."""
         stale: list[StaleInput] = []
         masked: list[str] = []
+        missing: dict[str, MissingInput] = {}  # by name: one entry for a source that sent nothing
         optional = {camera_input(c.slot) for c in self.embodiment.cameras} if self.config.cameras_optional else set()
         for s in self.sync.staleness(now):
             if s.name in optional:
                 masked.append(s.name)
             elif math.isfinite(s.age):
                 stale.append(s)
-        missing = [MissingInput(camera_input(c.slot), c.topic) for c in self.embodiment.cameras
-                   if camera_input(c.slot) not in optional and self.sync.newest(camera_input(c.slot)) is None]
-        for src, needed in self._needed.items():
-            topic = self.embodiment.joint_state_sources[src]
-            have = self.joints.names(src)
-            if not have:
-                missing.append(MissingInput(joints_input(src), topic))
-                continue
-            missing += [MissingInput(joint_input(src, j), topic, j, have) for j in self.joints.missing(src, needed)]
-        if self.embodiment.odometry_topic and self.sync.newest(ODOM) is None:
-            missing.append(MissingInput(ODOM, self.embodiment.odometry_topic))
-        return InputHealth(tuple(stale), tuple(missing), tuple(masked), self.topics)
+            elif s.name in self._delivered and self._cleared_at is not None:
+                # Nothing since the last clear, but it did deliver before: stale once it had its
+                # max_age to come back (a reset is not a missing driver).
+                if now - self._cleared_at > s.max_age:
+                    stale.append(StaleInput(s.name, now - self._cleared_at, s.max_age))
+            else:
+                m = self._missing(s.name)
+                missing[m.name] = m
+        return InputHealth(tuple(stale), tuple(missing.values()), tuple(masked), self.topics)
+
+    def _missing(self, name: str) -> MissingInput:
+        """Describe a required input that never delivered (see MissingInput)."""
+        topic = self.topics.get(name, "?")
+        for src, joints in self._needed.items():
+            for j in joints:
+                if name == joint_input(src, j):
+                    has = self.joints.names(src) or tuple(sorted(self._seen_names[src]))
+                    if not has or j in has:  # the source sent nothing (since the last clear)
+                        return MissingInput(joints_input(src), topic)
+                    return MissingInput(name, topic, j, has)
+        return MissingInput(name, topic)
 
     def assemble(self, now: float) -> AssembleResult:
         res = self.sync.latest_synchronised(now)

@@ -132,3 +132,41 @@ def test_nothing_received_is_missing_and_a_stopped_camera_is_the_only_stale_inpu
             assert named == {"camera:left_wrist_0_rgb"} and res.reason.startswith(
                 "stale: camera:left_wrist_0_rgb (/camera/wrist/image_raw)"), res.reason
     assert published > 0
+
+
+def test_after_a_reset_inputs_get_their_max_age_to_come_back_then_are_stale() -> None:
+    """A new episode clears the queues: that is neither a missing driver nor (yet) a stale one."""
+    emb, arm = ur5e()
+    asm = ObservationAssembler(emb, ObservationConfig(camera_max_age=0.5, joint_max_age=0.25))
+    for k in range(20):
+        t = 1.0 + k * 0.01
+        asm.add_joint_state("arm", t, arm + [GRIP], [0.0] * 7)
+    frames(asm, emb, 1.19)
+    assert asm.assemble(1.2).observation is not None
+    asm.clear(since=1.3, now=1.3)
+    assert asm.health(1.5).ok                          # within every max_age: waiting, not a fault
+    asm.add_joint_state("arm", 1.75, arm + [GRIP], [0.0] * 7)
+    h = asm.health(1.9)                                # joints are back; the cameras are not
+    assert h.missing == () and [s.name for s in h.stale] == ["camera:base_0_rgb", "camera:left_wrist_0_rgb"]
+    assert h.stale[0].age == pytest.approx(0.6)
+    # Without the time of the clear, nothing since then reads as missing (the old behaviour).
+    asm.clear(since=2.0)
+    assert {m.name for m in asm.health(2.0).missing} == {"camera:base_0_rgb", "camera:left_wrist_0_rgb", "joints:arm"}
+
+
+def test_input_status_pauses_on_named_inputs_at_once_and_on_other_reasons_only_when_idle() -> None:
+    from pi0_ros.observation import AssembleResult, MissingInput, input_status
+    from pi0_ros.sync import StaleInput
+
+    stale = AssembleResult(None, "stale: camera:base_0_rgb ...", (StaleInput("camera:base_0_rgb", 0.7, 0.5),))
+    st = input_status(stale, idle_for=0.0, max_idle=0.5)
+    assert not st.ok and st.stale == ("camera:base_0_rgb",) and st.key == ("camera:base_0_rgb",)
+    missing = AssembleResult(None, "missing: ...", (), (MissingInput("joints:arm/fr3_joint1", "/joint_states"),))
+    assert input_status(missing, 0.0, 0.5).missing == ("joints:arm/fr3_joint1",)
+    late = AssembleResult(None, "'joints:arm/elbow_joint' has no sample within slop 0.05 s of t_ref=12.000000")
+    assert input_status(late, idle_for=0.1, max_idle=0.5).ok          # one late sample: no pause
+    st = input_status(late, idle_for=0.6, max_idle=0.5)
+    assert not st.ok and st.message.startswith("no observation for 0.600 s: 'joints:arm/elbow_joint'")
+    later = AssembleResult(None, "'joints:arm/elbow_joint' has no sample within slop 0.05 s of t_ref=12.100000")
+    assert input_status(later, 0.7, 0.5).key == st.key                # same problem, same key
+    assert input_status(AssembleResult(None, "ok"), 9.0, 0.5).ok

@@ -61,8 +61,7 @@ class MissingInput:
     def describe(self) -> str:
         if self.joint is None:
             return f"{self.name} ({self.topic}): nothing received yet"
-        shown = ", ".join(self.has[:12]) + (f", ... (+{len(self.has) - 12})" if len(self.has) > 12 else "")
-        return f"joint '{self.joint}' ({self.name}) not in the messages on {self.topic}, which carry: {shown}"
+        return _describe_missing_joints(self.name.split(":", 1)[1].rsplit("/", 1)[0], self.topic, self.has, [self.joint])
 
 
 @dataclass(frozen=True)
@@ -91,8 +90,28 @@ class InputHealth:
                 f"{s.name} ({self.topics.get(s.name, '?')}) late by {s.late_by:.3f} s "
                 f"({s.age:.3f} s old > {s.max_age:g} s)" for s in self.stale))
         if self.missing:
-            parts.append("missing: " + "; ".join(m.describe() for m in self.missing))
+            # Joints missing from one source are usually one naming mismatch: say it once.
+            groups: dict[tuple[str, str, tuple[str, ...]], list[str]] = {}
+            texts: list[str | tuple[str, str, tuple[str, ...]]] = []
+            for m in self.missing:
+                if m.joint is None:
+                    texts.append(m.describe())
+                    continue
+                g = (m.name.split(":", 1)[1].rsplit("/", 1)[0], m.topic, m.has)
+                if g not in groups:
+                    groups[g] = []
+                    texts.append(g)
+                groups[g].append(m.joint)
+            parts.append("missing: " + "; ".join(t if isinstance(t, str) else _describe_missing_joints(*t, groups[t])
+                                                 for t in texts))
         return "; ".join(parts) or "ok"
+
+
+def _describe_missing_joints(source: str, topic: str, has: tuple[str, ...], joints: list[str]) -> str:
+    shown = ", ".join(has[:12]) + (f", ... (+{len(has) - 12})" if len(has) > 12 else "")
+    names = ", ".join(f"'{j}'" for j in joints)
+    return (f"joint{'s' if len(joints) > 1 else ''} {names} of source '{source}' not in the messages on {topic}, "
+            f"which carry: {shown}")
 
 
 @dataclass(frozen=True)
@@ -290,7 +309,8 @@ class ObservationAssembler:
             reason = self.sync.last_reason if health.ok else health.describe()
             return AssembleResult(None, reason, health.stale, health.missing)
         emb = self.embodiment
-        positions = {src: {j: res.payloads[joint_input(src, j)] for j in joints} for src, joints in self._needed.items()}
+        positions = {src: {j: res.payloads[joint_input(src, j)] for j in joints}
+                     for src, joints in self._needed.items()}
         try:
             state = emb.state_from_joints(positions, res.payloads.get(ODOM))
         except JointStateError as e:

@@ -7,7 +7,7 @@ Input health goes out on `observation_status` (diagnostic_msgs/DiagnosticStatus,
 transient local): level OK while observations can flow, WARN when they stop, with `message`
 naming each stale or missing input with its topic (e.g. "stale: camera:base_0_rgb
 (/camera/base/image_raw) late by 0.112 s ..." or "missing: joint 'fr3_joint1' ... which carry:
-panda_joint1, ...") and values `stale` / `missing` (comma-separated input names) and `reason`.
+panda_joint1, ...") and values `stale` / `missing` (comma-separated input names).
 It is published at once when the set of problem inputs changes and again every
 `diagnostics_period`; the policy node pauses on it. The same text goes to /diagnostics and, once
 per change and then at most every `log_period` s per reason, to the log.
@@ -15,6 +15,7 @@ per change and then at most every `log_period` s per reason, to the log.
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -94,7 +95,8 @@ class ObservationNode(Node):
 
     def _log(self, level: str, text: str, key: str | None = None) -> None:
         """Log `text` at most once per log_period for its reason (key; default: text without numbers)."""
-        suppressed = self._throttle(key if key is not None else reason_key(text), now_sec(self))
+        # Wall time: sim time jumps back on a reset and would then hold a reason back for long.
+        suppressed = self._throttle(key if key is not None else reason_key(text), time.monotonic())
         if suppressed is not None:
             more = f" ({suppressed} more since the last report)" if suppressed else ""
             log_at(self.get_logger(), level, text + more)

@@ -156,7 +156,8 @@ class PolicyNode(Node):
         """Log `text` at most once per log_period for its reason (key; default: text without numbers)."""
         suppressed = self._throttle(key if key is not None else reason_key(text), time.monotonic())
         if suppressed is not None:
-            log_at(self.get_logger(), level, text + (f" ({suppressed} more since the last report)" if suppressed else ""))
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            log_at(self.get_logger(), level, text + more)
 
     def reset_chunking(self) -> None:
         """New episode: the next chunk does not continue the previous one (thread-safe)."""

@@ -105,8 +105,13 @@ def test_missing_joint_names_the_joint_the_topic_and_what_the_source_has() -> No
     assert names == [f"joints:arm/fr3_joint{i}" for i in range(1, 8)]
     m = res.missing[0]
     assert (m.joint, m.topic) == ("fr3_joint1", "/joint_states") and "panda_joint1" in m.has
-    assert res.reason.startswith("missing: joint 'fr3_joint1' (joints:arm/fr3_joint1) not in the messages on "
-                                 "/joint_states, which carry: panda_joint1"), res.reason
+    assert res.reason == ("missing: joints 'fr3_joint1', 'fr3_joint2', 'fr3_joint3', 'fr3_joint4', 'fr3_joint5', "
+                          "'fr3_joint6', 'fr3_joint7' of source 'arm' not in the messages on /joint_states, which "
+                          "carry: panda_joint1, panda_joint2, panda_joint3, panda_joint4, panda_joint5, panda_joint6, "
+                          "panda_joint7"), res.reason
+    assert m.describe() == ("joint 'fr3_joint1' of source 'arm' not in the messages on /joint_states, which carry: "
+                            "panda_joint1, panda_joint2, panda_joint3, panda_joint4, panda_joint5, panda_joint6, "
+                            "panda_joint7")
     assert "stale" not in res.reason and "late" not in res.reason
 
 

@@ -14,8 +14,9 @@ sample nearest to the camera set from the messages that carried *that* joint, go
 itself when it stops arriving, and the source's stamp in the observation is the newest stamp
 among its joints' samples. `InputHealth` tells stale inputs (stopped delivering) from missing
 ones (never delivered; for a joint: with what the source does deliver, e.g. `panda_joint1`
-where the YAML says `fr3_joint1`). After `clear(since, now)` (a new episode) an input that had
-delivered before is neither: it gets its max_age from `now` to deliver again, then it is stale.
+where the YAML says `fr3_joint1`). After `wait_for_inputs(now)` (node start) or
+`clear(since, now)` (a new episode) every input has its max_age from `now` to (re)appear before
+it is reported: then it is stale if it had delivered before, missing if it never did.
 """
 from __future__ import annotations
 
@@ -206,7 +207,7 @@ class ObservationAssembler:
         # mistaken for a driver that is missing (and what a source has can still be named).
         self._delivered: set[str] = set()
         self._seen_names: dict[str, set[str]] = {src: set() for src in embodiment.joint_state_sources}
-        self._cleared_at: float | None = None
+        self._grace_from: float | None = None  # see wait_for_inputs
 
     def add_image(self, slot: str, stamp: float, rgb: np.ndarray) -> None:
         """rgb: (H, W, 3) uint8 of any size; resized only if it ends up in an observation."""
@@ -262,7 +263,12 @@ class ObservationAssembler:
         """
         self.sync.clear(since)
         self.joints.clear(since)
-        self._cleared_at = now
+        self._grace_from = now
+
+    def wait_for_inputs(self, now: float) -> None:
+        """Inputs are expected from `now` on (node start): none is reported as missing or stale
+        before its max_age has passed, so drivers starting together do not raise alarms."""
+        self._grace_from = now
 
     def staleness(self, now: float) -> tuple[StaleInput, ...]:
         return self.health(now).stale
@@ -278,11 +284,11 @@ class ObservationAssembler:
                 masked.append(s.name)
             elif math.isfinite(s.age):
                 stale.append(s)
-            elif s.name in self._delivered and self._cleared_at is not None:
-                # Nothing since the last clear, but it did deliver before: stale once it had its
-                # max_age to come back (a reset is not a missing driver).
-                if now - self._cleared_at > s.max_age:
-                    stale.append(StaleInput(s.name, now - self._cleared_at, s.max_age))
+            elif self._grace_from is not None and now - self._grace_from <= s.max_age:
+                continue  # nothing since start / the last clear, but it still has time to come
+            elif s.name in self._delivered and self._grace_from is not None:
+                # It did deliver before the last clear: it stopped (a reset is not a missing driver).
+                stale.append(StaleInput(s.name, now - self._grace_from, s.max_age))
             else:
                 m = self._missing(s.name)
                 missing[m.name] = m

@@ -71,6 +71,7 @@ class ObservationNode(Node):
         self._status_key: tuple[str, ...] | None = None   # problem inputs (or reason) last announced
         self._status = DiagnosticStatus(level=WARN, name=f"pi0_ros: observation ({emb.name})", message="starting")
         self._last_progress = now_sec(self)  # s, last published observation or reset (node clock)
+        self.assembler.wait_for_inputs(self._last_progress)  # drivers starting with us are not "missing"
 
         for cam in emb.cameras:
             if cam.compressed:

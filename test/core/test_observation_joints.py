@@ -175,3 +175,13 @@ def test_input_status_pauses_on_named_inputs_at_once_and_on_other_reasons_only_w
     later = AssembleResult(None, "'joints:arm/elbow_joint' has no sample within slop 0.05 s of t_ref=12.100000")
     assert input_status(later, 0.7, 0.5).key == st.key                # same problem, same key
     assert input_status(AssembleResult(None, "ok"), 9.0, 0.5).ok
+
+
+def test_inputs_starting_with_the_node_are_not_missing_until_their_max_age() -> None:
+    emb, arm = ur5e()
+    asm = ObservationAssembler(emb, ObservationConfig(camera_max_age=0.5, joint_max_age=0.25))
+    asm.wait_for_inputs(10.0)
+    assert asm.health(10.2).ok
+    frames(asm, emb, 10.3)
+    h = asm.health(10.3)                               # joints had 0.25 s: now they are missing
+    assert [m.name for m in h.missing] == ["joints:arm"] and h.stale == ()

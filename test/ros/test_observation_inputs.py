@@ -183,3 +183,24 @@ def test_policy_pauses_naming_the_stale_input_and_resumes(graph, tiny_policy):
     arm.alive = True
     assert graph.wait_for(lambda: seen["policy"][-1].state == PolicyStatus.READY, 10), pol.status_msg
     assert seen["policy"][-1].state_name == "READY" and seen["policy"][-1].last_error == ""
+
+
+def test_a_rare_rejection_is_logged_beside_a_frequent_one(graph, monkeypatch):
+    """rclpy throttles per call site: all rejections shared one 2 s throttle, so a driver
+    flooding bad joint states hid the one broken camera frame. Now each reason has its own."""
+    import pi0_ros.ros.observation_node as obs_mod
+
+    logged: list[str] = []
+    monkeypatch.setattr(obs_mod, "log_at", lambda logger, level, text: logged.append(text))
+    emb = load_embodiment("ur5e")
+    bad = JointDriver(graph, "bad_driver", "/joint_states", ["elbow_joint"], [float("nan")], rate=100)
+    node = graph.add(ObservationNode(**graph.params(embodiment="ur5e", log_period=60.0)))
+    assert graph.wait_for(lambda: node.rejected.get("joint state arm", 0) > 20, 10)
+    cam = graph.node("broken_camera").create_publisher(Image, emb.cameras[0].topic, qos_profile_sensor_data)
+    broken = rgb_to_image(np.zeros((4, 4, 3), np.uint8))
+    broken.encoding = "bogus"
+    assert graph.wait_for(lambda: (cam.publish(broken), node.rejected.get("camera base_0_rgb", 0) > 0)[1], 10)
+    assert graph.wait_for(lambda: any("camera base_0_rgb rejected: unsupported encoding 'bogus'" in t for t in logged), 5)
+    nan_lines = [t for t in logged if t.startswith("joint state arm rejected")]
+    assert len(nan_lines) == 1 and "not finite" in nan_lines[0]  # the frequent one is still throttled
+    bad.alive = False

@@ -57,12 +57,13 @@ class MissingInput:
     name: str                    # input name: camera:<slot>, joints:<source>[/<joint>], odom
     topic: str
     joint: str | None = None     # the joint, when the source delivers but not this joint
+    source: str = ""             # its JointState source (joint inputs only)
     has: tuple[str, ...] = ()    # joints the source does deliver (joint inputs only)
 
     def describe(self) -> str:
         if self.joint is None:
             return f"{self.name} ({self.topic}): nothing received yet"
-        return _describe_missing_joints(self.name.split(":", 1)[1].rsplit("/", 1)[0], self.topic, self.has, [self.joint])
+        return _describe_missing_joints(self.source, self.topic, self.has, [self.joint])
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class InputHealth:
                 if m.joint is None:
                     texts.append(m.describe())
                     continue
-                g = (m.name.split(":", 1)[1].rsplit("/", 1)[0], m.topic, m.has)
+                g = (m.source, m.topic, m.has)
                 if g not in groups:
                     groups[g] = []
                     texts.append(g)
@@ -303,7 +304,7 @@ class ObservationAssembler:
                     has = self.joints.names(src) or tuple(sorted(self._seen_names[src]))
                     if not has or j in has:  # the source sent nothing (since the last clear)
                         return MissingInput(joints_input(src), topic)
-                    return MissingInput(name, topic, j, has)
+                    return MissingInput(name, topic, j, src, has)
         return MissingInput(name, topic)
 
     def assemble(self, now: float) -> AssembleResult:

@@ -28,10 +28,15 @@ Semantics (`ApproximateTimeSync.latest_synchronised(now)`):
 3. The reference stamp for hold inputs is the newest stamp of the queue-input set; the
    observation stamp `t_obs` is the newest stamp of everything chosen (hold samples
    included), as architecture.md asks ("the stamp of its newest synchronised message").
-4. Staleness: every chosen message older than its input's `max_age` at `now` is listed in
-   `SyncResult.stale` (`StaleInput` names the input and how late it is). The set is still
-   returned so the caller can report it; a caller must not publish a result with
-   `stale` non-empty (`SyncResult.fresh` is False).
+4. Staleness is judged by each input's *newest* message, not by the message chosen for the set:
+   an input of the set whose newest message is older than its `max_age` at `now` has stopped
+   delivering and is listed in `SyncResult.stale` (`StaleInput` names the input and how late
+   it is). The chosen messages of the other inputs are as old as the set's anchor, so judging
+   them by their chosen message would blame every input when one camera stops (issue 11).
+   A chosen queue message older than its `max_age` whose input is itself live (the newer
+   messages do not align within `slop`) is listed in `SyncResult.lagging` instead. The set is
+   still returned so the caller can report it; a caller must not publish a result that is not
+   `fresh` (stale or lagging non-empty).
 5. Polling does not consume messages: calling twice without new messages returns the same
    set (same `t_obs`); the caller publishes only when `t_obs` has advanced.
 6. When no set exists the call returns None and `last_reason` says why.
@@ -94,12 +99,13 @@ class SyncResult:
     stamps: Mapping[str, float]  # chosen stamp per present input
     payloads: Mapping[str, Any]  # chosen payload per present input
     missing: tuple[str, ...]  # optional inputs with nothing that fits
-    stale: tuple[StaleInput, ...]  # chosen messages older than their max_age
+    stale: tuple[StaleInput, ...]  # inputs of the set whose newest message is older than max_age
+    lagging: tuple[StaleInput, ...] = ()  # live inputs whose chosen message is older than max_age
 
     @property
     def fresh(self) -> bool:
-        """True when no chosen message is stale: safe to publish."""
-        return not self.stale
+        """True when no input of the set is stale or lagging: safe to publish."""
+        return not self.stale and not self.lagging
 
 
 class _Queue:
@@ -234,13 +240,20 @@ class ApproximateTimeSync:
             q.stamps.clear()
             q.payloads.clear()
 
-    def staleness(self, now: float) -> tuple[StaleInput, ...]:
+    def newest(self, name: str) -> float | None:
+        """Stamp of the newest queued message of one input, or None."""
+        q = self._queues[name]
+        return q.stamps[-1] if q.stamps else None
+
+    def staleness(self, now: float, names: Sequence[str] | None = None) -> tuple[StaleInput, ...]:
         """Inputs whose *newest* message is older than their max_age (for diagnostics).
 
-        Optional inputs that never delivered are not listed (they may legitimately be absent).
+        names: only these inputs (default: all). Optional inputs that never delivered are not
+        listed (they may legitimately be absent); required ones are, with age inf.
         """
         out: list[StaleInput] = []
-        for name, q in self._queues.items():
+        for name in self._queues if names is None else names:
+            q = self._queues[name]
             max_age = self.max_age_of(name)
             if max_age is None:
                 continue
@@ -301,6 +314,7 @@ class ApproximateTimeSync:
             return None
         chosen = self._choose(names)
         if chosen is None:
+            self._blame_stale(now, names + [n for n in self._hold if not self._specs[n].optional])
             return None
         slop = self.slop
         stamps: dict[str, float] = {n: self._queues[n].stamps[i] for n, i in chosen.items()}
@@ -318,23 +332,47 @@ class ApproximateTimeSync:
                     f"{n!r} has no sample within slop {slop:g} s of t_ref={t_ref:.6f}"
                     + ("" if i < 0 else f" (nearest {q.stamps[i]:.6f})")
                 )
+                self._blame_stale(now, list(stamps) + [h for h in self._hold if not self._specs[h].optional])
                 return None
             stamps[n] = q.stamps[i]
             payloads[n] = q.payloads[i]
             t_obs = max(t_obs, q.stamps[i])
 
-        stale: list[StaleInput] = []
-        for n, s in stamps.items():
+        stale = self.staleness(now, list(stamps))
+        dead = {s.name for s in stale}
+        lagging: list[StaleInput] = []
+        for n in chosen:  # queue inputs only: a hold sample is as old as the set's anchor
             max_age = self.max_age_of(n)
-            if max_age is not None and now - s > max_age:
-                stale.append(StaleInput(n, now - s, max_age))
-        self.last_reason = "ok" if not stale else "stale: " + ", ".join(
-            f"{s.name} late by {s.late_by:.3f} s" for s in stale
-        )
+            if n not in dead and max_age is not None and now - stamps[n] > max_age:
+                lagging.append(StaleInput(n, now - stamps[n], max_age))
+        if stale:
+            self.last_reason = _describe_stale(stale)
+        elif lagging:
+            self.last_reason = (
+                f"no recent set within slop {slop:g} s: the newest is from {t_ref:.6f} ("
+                + ", ".join(f"{s.name} chosen {s.age:.3f} s old" for s in lagging)
+                + "); newer messages do not align (newest: "
+                + ", ".join(f"{n}={self._queues[n].stamps[-1]:.6f}" for n in chosen)
+                + ")"
+            )
+        else:
+            self.last_reason = "ok"
         return SyncResult(
             t_obs=t_obs,
             stamps=stamps,
             payloads=payloads,
             missing=tuple(missing),
-            stale=tuple(stale),
+            stale=stale,
+            lagging=tuple(lagging),
         )
+
+    def _blame_stale(self, now: float, names: Sequence[str]) -> None:
+        """No set: when inputs have stopped delivering, name them first (the root cause); the
+        failure to form a set is then only its consequence."""
+        stale = [s for s in self.staleness(now, list(dict.fromkeys(names))) if math.isfinite(s.age)]
+        if stale:
+            self.last_reason = f"{_describe_stale(stale)} ({self.last_reason})"
+
+
+def _describe_stale(stale: Sequence[StaleInput]) -> str:
+    return "stale: " + ", ".join(f"{s.name} late by {s.late_by:.3f} s" for s in stale)

@@ -30,6 +30,20 @@ def status(name: str, level: bytes, message: str, values: dict[str, Any], hardwa
                             values=[KeyValue(key=str(k), value=str(v)) for k, v in values.items()])
 
 
+def log_at(logger: Any, level: str, text: str) -> None:
+    """Log at a level chosen at run time ("info" | "warning" | "error").
+
+    rclpy keys a logger's state on the call site and refuses a different severity from the
+    same site, so each level needs its own call here.
+    """
+    if level == "error":
+        logger.error(text)
+    elif level == "warning":
+        logger.warning(text)
+    else:
+        logger.info(text)
+
+
 def run_node(node_class: type, args: list[str] | None = None) -> None:
     """`main()` of every node: init, spin until Ctrl-C / shutdown, clean up."""
     import rclpy

@@ -4,6 +4,9 @@ Callbacks only store the newest observation / request; inference runs on a dedic
 so subscriptions, status and services never block behind a forward pass.
 Trigger modes: "request" (default) infers when the executor asks for the next chunk on
 `chunk_request` (the paper's execute-then-reinfer rhythm); "continuous" infers back to back.
+While the observation node reports on `observation_status` that inputs are stale or missing
+(level not OK), the status is PAUSED with `last_error` "inputs: <its message>", which names
+the inputs and their topics; it returns to READY when that report is OK again.
 """
 from __future__ import annotations
 
@@ -13,18 +16,22 @@ import time
 from collections import deque
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
 from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
 from pi0_ros.realtime_chunking import ChunkGuide, RealTimeChunking
 from pi0_ros.robots.embodiment import load_embodiment
-from pi0_ros.ros.common import declare, now_sec, run_node
+from pi0_ros.ros.common import declare, log_at, now_sec, run_node
 from pi0_ros.ros.conversions import image_to_rgb, stamp_to_sec
+from pi0_ros.throttle import KeyedThrottle, reason_key
 
 RELIABLE = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
+# As the observation node publishes it: latched, so a late start still sees the current report.
+INPUTS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 STATE_NAMES = {v: k for k, v in vars(PolicyStatus).items() if k.isupper() and isinstance(v, int)}
 
 
@@ -57,6 +64,7 @@ class PolicyNode(Node):
             "seed": 0,
             "torch_threads": 0,            # 0: torch default
             "status_period": 0.5,          # s
+            "log_period": 5.0,             # s, at most one log line per reason in this time
             # Each chunk continues the overlapping rest of the previous one (inpainting,
             # pi0_ros.realtime_chunking); the actions that run during inference are kept.
             "realtime_chunking": False,
@@ -74,11 +82,17 @@ class PolicyNode(Node):
         self.status_msg = PolicyStatus(embodiment=emb.name, checkpoint=p["checkpoint"] or "tiny-random",
                                        random_weights=bool(getattr(policy, "random_weights", False)) if policy is not None
                                        else not p["checkpoint"])
+        # The worker and the callbacks both change the state: transitions are atomic under this lock.
+        self._state_lock = threading.RLock()
+        self._inputs_problem = ""         # why the observation node publishes nothing ("" = inputs ok)
+        self._paused_by_inputs = False
+        self._throttle = KeyedThrottle(p["log_period"])  # per reason: a rare error is never hidden
         self._set_state(PolicyStatus.LOADING)
         self.chunk_pub = self.create_publisher(ActionChunk, "action_chunk", RELIABLE)
         self.status_pub = self.create_publisher(PolicyStatus, "~/status", RELIABLE)
         self.create_subscription(Observation, "observation", self._on_observation, QoSProfile(depth=2))
         self.create_subscription(Header, "chunk_request", self._on_request, RELIABLE)
+        self.create_subscription(DiagnosticStatus, "observation_status", self._on_observation_status, INPUTS_QOS)
         self.create_timer(p["status_period"], self._publish_status)
         self._cv = threading.Condition()
         self._obs: Observation | None = None
@@ -109,6 +123,42 @@ class PolicyNode(Node):
             self._requested = True
             self._cv.notify()
 
+    def _on_observation_status(self, msg: DiagnosticStatus) -> None:
+        """Pause while the observation node says its inputs are stale or missing; resume after."""
+        problem = "" if msg.level == DiagnosticStatus.OK else (msg.message or "observation inputs not ok")
+        with self._state_lock:
+            changed = problem != self._inputs_problem
+            self._inputs_problem = problem
+            state = self.status_msg.state
+            if problem and state in (PolicyStatus.READY, PolicyStatus.PAUSED):
+                self._pause_for_inputs()
+            elif not problem and self._paused_by_inputs and state == PolicyStatus.PAUSED:
+                self._set_state(PolicyStatus.READY, "")
+        if changed and problem:
+            self._log("warning", f"paused: inputs: {problem}", key="inputs: " + reason_key(problem))
+        elif changed:
+            self._log("info", "inputs ok again: waiting for a fresh observation", key="inputs ok")
+
+    def _pause_for_inputs(self) -> None:
+        with self._state_lock:
+            self._set_state(PolicyStatus.PAUSED, f"inputs: {self._inputs_problem}")
+            self._paused_by_inputs = True
+
+    def _idle(self, error: str | None = None) -> None:
+        """Done with an observation: READY for the next one, or PAUSED while inputs are bad."""
+        with self._state_lock:
+            if self._inputs_problem:
+                self._pause_for_inputs()
+            else:
+                self._set_state(PolicyStatus.READY, error)
+
+    def _log(self, level: str, text: str, key: str | None = None) -> None:
+        """Log `text` at most once per log_period for its reason (key; default: text without numbers)."""
+        suppressed = self._throttle(key if key is not None else reason_key(text), time.monotonic())
+        if suppressed is not None:
+            more = f" ({suppressed} more since the last report)" if suppressed else ""
+            log_at(self.get_logger(), level, text + more)
+
     def reset_chunking(self) -> None:
         """New episode: the next chunk does not continue the previous one (thread-safe)."""
         if self.rtc is not None:
@@ -129,10 +179,12 @@ class PolicyNode(Node):
 
     # ------------------------------------------------------------------ worker
     def _set_state(self, state: int, error: str | None = None) -> None:
-        self.status_msg.state = state
-        self.status_msg.state_name = STATE_NAMES.get(state, str(state))
-        if error is not None:
-            self.status_msg.last_error = error
+        with self._state_lock:
+            self._paused_by_inputs = False  # _pause_for_inputs sets it again
+            self.status_msg.state = state
+            self.status_msg.state_name = STATE_NAMES.get(state, str(state))
+            if error is not None:
+                self.status_msg.last_error = error
 
     def _worker(self) -> None:
         p = self.params
@@ -151,7 +203,7 @@ class PolicyNode(Node):
                             f"{self.embodiment.min_action_dim}, the policy has {self.policy.action_dim}")
             self.get_logger().error(self.status_msg.last_error)
             return
-        self._set_state(PolicyStatus.READY)
+        self._idle()
         self.get_logger().info(f"policy ready: {self.policy!r}")
         last_used = -1
         while True:
@@ -176,8 +228,9 @@ class PolicyNode(Node):
                 self._infer_and_publish(obs)
             except Exception as e:  # noqa: BLE001 - a bad message must never kill the worker
                 self.status_msg.observations_rejected += 1
-                self._set_state(PolicyStatus.READY, f"observation {obs.sequence} rejected: {type(e).__name__}: {e}")
-                self.get_logger().error(self.status_msg.last_error, throttle_duration_sec=5.0)
+                error = f"observation {obs.sequence} rejected: {type(e).__name__}: {e}"
+                self._idle(error)
+                self._log("error", error)
 
     def _infer_and_publish(self, obs: Observation) -> None:
         from pi0_ros.policy import PolicyInput
@@ -195,7 +248,9 @@ class PolicyNode(Node):
             state = emb.padded_state(np.asarray(obs.state, dtype=np.float64), self.policy.action_dim)
         except (ValueError, ImageDecodeError) as e:
             self.status_msg.observations_rejected += 1
-            self._set_state(PolicyStatus.READY, f"observation {obs.sequence} rejected: {e}")
+            error = f"observation {obs.sequence} rejected: {e}"
+            self._idle(error)
+            self._log("warning", error)
             return
         self._set_state(PolicyStatus.INFERRING)
         stamp = stamp_to_sec(obs.header.stamp)
@@ -203,8 +258,9 @@ class PolicyNode(Node):
             out = self.policy.infer(PolicyInput(images=images, state=state, prompt=obs.prompt, stamp=stamp,
                                                  guide=self._chunk_guide(obs, stamp)))
         except Exception as e:  # noqa: BLE001 - keep serving; report on status
-            self._set_state(PolicyStatus.ERROR, f"inference failed: {e}")
-            self.get_logger().error(self.status_msg.last_error, throttle_duration_sec=5.0)
+            error = f"inference failed: {e}"
+            self._set_state(PolicyStatus.ERROR, error)
+            self._log("error", error)
             return
         actions = emb.robot_actions(out.actions)  # (H, n) robot units
         msg = ActionChunk()
@@ -236,11 +292,12 @@ class PolicyNode(Node):
         s.inference_ms_median = float(statistics.median(self.model_ms))
         s.latency_ms = float(latency)
         s.prompt = obs.prompt
-        self._set_state(PolicyStatus.READY)
+        self._idle()
 
     def _publish_status(self) -> None:
-        self.status_msg.header.stamp = self.get_clock().now().to_msg()
-        self.status_pub.publish(self.status_msg)
+        with self._state_lock:  # state, state_name and last_error published together
+            self.status_msg.header.stamp = self.get_clock().now().to_msg()
+            self.status_pub.publish(self.status_msg)
 
     def destroy_node(self) -> None:
         with self._cv:

@@ -326,3 +326,46 @@ def test_clear_since_discards_messages_still_in_flight() -> None:
     assert res is not None and res.stamps == {"a": 5.0, "b": 5.01}
     sync.clear()  # a plain clear accepts any stamp again
     assert sync.add("a", 1.0, "old")
+
+
+def test_camera_that_stops_is_the_only_input_named_stale() -> None:
+    """Issue 11: the hold samples chosen next to a dead camera's last frame are as old as that
+    frame; judging them by the chosen sample blamed every input. Only the camera stopped."""
+    sync = ApproximateTimeSync(
+        [InputSpec("cam", max_age=0.5), InputSpec("wrist", max_age=0.5),
+         InputSpec("joints", sample_and_hold=True, queue_size=1000, max_age=0.25)],
+        slop=SLOP,
+    )
+    feed(sync, "cam", [0.8 + k / 15 for k in range(4)])  # the base camera stops after 1.0 s
+    wrist = [0.8 + k / 15 for k in range(46)]          # the wrist camera runs on to 3.8 s
+    joints = joint_stream(0.8, 3.8)                    # and so do the joint states
+    for now in (1.3, 1.6, 2.0, 3.8):                   # before and after the camera's max_age
+        feed(sync, "wrist", [t for t in wrist if now - 0.1 < t <= now])
+        feed(sync, "joints", [t for t in joints if now - 0.1 < t <= now])
+        res = sync.latest_synchronised(now=now)
+        # Once the wrist queue no longer reaches back to 1.0 s there is no set at all.
+        assert res is None or (res.lagging == () and res.t_obs == pytest.approx(1.0))
+        assert [s.name for s in sync.staleness(now)] == ([] if now - 1.0 <= 0.5 else ["cam"]), now
+        head = sync.last_reason.split("(")[0]          # the blame; details in parentheses
+        assert "joints" not in head and "wrist" not in head, (now, sync.last_reason)
+        assert ("cam late by" in head) == (now - 1.0 > 0.5), (now, sync.last_reason)
+    assert res is None and sync.last_reason.startswith("stale: cam late by 2.300 s")
+
+
+def test_stopped_hold_input_is_named_stale_when_no_set_forms() -> None:
+    sync = ApproximateTimeSync(
+        [InputSpec("cam", max_age=0.5), InputSpec("joints", sample_and_hold=True, max_age=0.25)], slop=SLOP
+    )
+    feed(sync, "joints", [0.99, 1.0])                  # the joint driver stopped at 1.0 s
+    feed(sync, "cam", [1.0, 1.4])
+    assert sync.latest_synchronised(now=1.4) is None
+    assert sync.last_reason.startswith("stale: joints late by 0.150 s") and "cam" not in sync.last_reason.split("(")[0]
+
+
+def test_live_inputs_that_no_longer_align_are_lagging_not_stale() -> None:
+    sync = ApproximateTimeSync([InputSpec("a", max_age=0.5), InputSpec("b", max_age=0.5)], slop=SLOP)
+    feed(sync, "a", [1.0, 1.5, 2.0])
+    feed(sync, "b", [1.0, 1.56, 2.06])                 # b's clock drifted beyond slop after 1.0 s
+    res = sync.latest_synchronised(now=2.1)
+    assert res is not None and res.stale == () and not res.fresh
+    assert {s.name for s in res.lagging} == {"a", "b"} and "do not align" in sync.last_reason

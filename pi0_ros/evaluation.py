@@ -2,6 +2,7 @@
 
     pi0-ros eval --embodiment trossen_bimanual --task pick_cube --episodes 50 --checkpoint DIR --json
     pi0-ros eval --policy scripted --episodes 50      # the scripted expert through the same path
+    pi0-ros eval --checkpoint DIR --remote             # the policy behind pi0-ros serve (openpi protocol)
 """
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-scale", type=float, default=1.0,
                         help="std of the sampler's starting noise (policy node parameter; 1 = the paper's N(0, I))")
     parser.add_argument("--max-time", type=float, default=None, help="s of sim time per episode (default: task's)")
+    parser.add_argument("--remote", action="store_true",
+                        help="run the checkpoint in `pi0-ros serve` (a child process on 127.0.0.1); the policy node "
+                             "is its client over the openpi websocket protocol (backend remote)")
+    parser.add_argument("--server-uri", default="", help="use this openpi-protocol server instead (implies --remote)")
+    parser.add_argument("--remote-keys", default="",
+                        help="key set the server expects (aloha, droid, libero; default: pi0_ros for pi0-ros serve)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
 
 
@@ -56,9 +63,23 @@ def run(args: argparse.Namespace) -> int:
     from pi0_ros.ros.sim_session import SimSession
 
     t0 = time.monotonic()
-    session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
-                         seed=args.seed, extra={"policy": {"realtime_chunking": args.realtime_chunking,
-                                                     "noise_scale": args.noise_scale}})
+    policy_params = {"realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale}
+    server = None
+    remote = args.remote or bool(args.server_uri)
+    if remote:
+        from pi0_ros.serving.process import remote_policy_params
+
+        if args.policy == "scripted":
+            raise SystemExit("--remote serves pi0 checkpoints, not the scripted expert")
+        params, server = remote_policy_params(args.checkpoint, args.noise_scale, args.server_uri, args.remote_keys)
+        policy_params.update(params)
+    try:
+        session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
+                             seed=args.seed, extra={"policy": policy_params})
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
     results = []
     try:
         session.wait_ready()
@@ -78,7 +99,10 @@ def run(args: argparse.Namespace) -> int:
                       + (" and the OTHER cube" if r.reached_other else ""), file=sys.stderr, flush=True)
     finally:
         session.close()
+        if server is not None:
+            server.stop()
     summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy, "swap_prompt": args.swap_prompt,
+               "remote": policy_params.get("server_uri") if remote else None,
                "realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale,
                "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
                **summarise(results, time.monotonic() - t0)}

@@ -64,3 +64,17 @@ class ServeProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def remote_policy_params(checkpoint: str, noise_scale: float, server_uri: str = "", keys: str = "",
+                         serve_args: list[str] | None = None) -> tuple[dict, ServeProcess | None]:
+    """Policy-node parameters for `backend: remote`, and the `pi0-ros serve` child process
+    started for `checkpoint` on 127.0.0.1 when no `server_uri` is given (stop it when done)."""
+    server = None
+    if not server_uri:
+        args = ["--noise-scale", str(noise_scale), "--warmup", "1", *(serve_args or [])]
+        if checkpoint:
+            args += ["--checkpoint", checkpoint]
+        server = ServeProcess(args).start()
+        server_uri = server.uri
+    return {"backend": "remote", "server_uri": server_uri, "remote_keys": keys}, server

@@ -72,3 +72,22 @@ def test_remote_backend_end_to_end_then_server_killed_and_restarted(graph):
         assert stamp_to_sec(chunks[-1].header.stamp) > t_kill
     finally:
         server.stop()
+
+
+def test_eval_remote_runs_the_simulator_through_pi0_ros_serve(capsys):
+    """`pi0-ros eval --remote`: serve in a child process, the sim pipeline as its client."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from pi0_ros import evaluation
+
+    ckpt = Path(__file__).resolve().parents[2] / "checkpoints" / "pi0_sim_aloha_pick_cube"
+    parser = argparse.ArgumentParser()
+    evaluation.add_arguments(parser)
+    args = parser.parse_args(["--checkpoint", str(ckpt), "--episodes", "1", "--max-time", "1.5", "--remote",
+                              "--realtime-chunking", "--noise-scale", "0", "--json"])
+    assert evaluation.run(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["remote"].startswith("ws://127.0.0.1:") and summary["episodes"] == 1
+    assert summary["per_episode"][0]["chunks"] >= 1

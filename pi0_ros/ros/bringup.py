@@ -115,12 +115,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viz", action="store_true", help="also run the rviz helper node")
     parser.add_argument("--trigger", default="request", choices=["request", "continuous"])
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = until Ctrl-C)")
+    parser.add_argument("--server-uri", default="", help="policy node backend remote: this openpi-protocol server "
+                        "(pi0-ros serve, or openpi's with --remote-keys)")
+    parser.add_argument("--remote-keys", default="", help="key set the server expects (aloha, droid, libero)")
 
 
 def run(args: argparse.Namespace) -> int:
     rclpy.init()
+    extra = {"policy": {"backend": "remote", "server_uri": args.server_uri, "remote_keys": args.remote_keys}} \
+        if args.server_uri else {}
     b = Bringup(args.embodiment, checkpoint=args.checkpoint, prompt=args.prompt, dry_run=args.dry_run, sim=args.sim,
-                viz=args.viz, use_sim_time=args.sim, trigger=args.trigger).start()
+                viz=args.viz, use_sim_time=args.sim, trigger=args.trigger, extra=extra).start()
     try:
         b.spin_for(args.duration if args.duration > 0 else float("inf"))
     except KeyboardInterrupt:

@@ -290,3 +290,12 @@ def test_server_down_at_start_fails_fast_with_backoff():
     with pytest.raises(RemotePolicyError, match="next attempt in"):
         remote.infer(ALOHA_INPUT)
     assert time.monotonic() - t0 < 0.5
+
+
+def test_serving_modules_are_ros_free():
+    import subprocess
+    import sys
+
+    code = ("import sys, pi0_ros.serving.server, pi0_ros.serving.client, pi0_ros.serving.keys, "
+            "pi0_ros.serving.process, pi0_ros.bench.serve; assert 'rclpy' not in sys.modules, 'rclpy imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

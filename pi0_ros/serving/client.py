@@ -128,6 +128,8 @@ class RemotePolicy:
             except BaseException:
                 ws.close()
                 raise
+        except RemotePolicyError as e:   # connected, but the server cannot be used as configured
+            self._failed(f"{self.uri}: {e}")
         except Exception as e:  # noqa: BLE001 - any failure: back off and say why
             self._failed(f"cannot connect to {self.uri}: {_reason(e)}")
         self._ws = ws

@@ -91,3 +91,8 @@ def test_eval_remote_runs_the_simulator_through_pi0_ros_serve(capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["remote"].startswith("ws://127.0.0.1:") and summary["episodes"] == 1
     assert summary["per_episode"][0]["chunks"] >= 1
+
+
+def test_unknown_backend_is_refused(graph):
+    with pytest.raises(ValueError, match="backend must be 'local' or 'remote'"):
+        PolicyNode(**graph.params(embodiment="trossen_bimanual", backend="grpc"))

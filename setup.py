@@ -22,6 +22,7 @@ setup(
         ("share/pi0_ros/config", glob("config/*.yaml") + glob("config/*.rviz")),
         ("share/pi0_ros/config/embodiments", glob("config/embodiments/*.yaml")),
         ("share/pi0_ros/config/params", glob("config/params/*.yaml")),
+        ("share/pi0_ros/config/serving", glob("config/serving/*.yaml")),
         *[(f"share/pi0_ros/{d}", glob(f"{d}/*.*")) for d in glob("checkpoints/*") + glob("checkpoints/*/assets/*")],
     ],
     install_requires=[
@@ -34,6 +35,8 @@ setup(
         "safetensors>=0.4",
         "sentencepiece>=0.2",
         "tqdm>=4.60",
+        "msgpack>=1.0",          # pi0-ros serve / backend remote (openpi protocol)
+        "websockets>=15",
     ],
     extras_require={
         "ros": ["ros-rclpy[fastrtps]", "ros-sensor-msgs", "ros-std-msgs", "ros-std-srvs", "ros-trajectory-msgs",

@@ -4,6 +4,8 @@
         prompt:="pick up the red cube" dry_run:=false
 
 dry_run defaults to true: commands are computed and logged but nothing is sent to the robot.
+With backend:=remote server_uri:=ws://gpu-host:8000 the policy node is a client of an
+openpi-protocol server (pi0-ros serve, or openpi's serve_policy.py with remote_keys:=aloha|droid|libero).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -31,13 +33,23 @@ def generate_launch_description() -> LaunchDescription:
                               description="true: compute and log commands but publish nothing to the robot"),
         DeclareLaunchArgument("namespace", default_value="", description="ROS namespace for all pi0 nodes"),
         DeclareLaunchArgument("device", default_value="cpu", description="Torch device for the policy: cpu, cuda, cuda:N"),
+        DeclareLaunchArgument("backend", default_value="local",
+                              description="local: pi0 in the policy node; remote: an openpi-protocol server (server_uri)"),
+        DeclareLaunchArgument("server_uri", default_value="ws://127.0.0.1:8000",
+                              description="backend remote: the server's websocket URI (pi0-ros serve or openpi)"),
+        DeclareLaunchArgument("remote_keys", default_value="",
+                              description="backend remote: key set the server expects (aloha, droid, libero); "
+                                          "empty = pi0_ros's own for pi0-ros serve"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (simulation)"),
         DeclareLaunchArgument("rviz", default_value="false", description="Start rviz2 with config/pi0.rviz"),
         Node(package="pi0_ros", executable="observation_node", name="pi0_observation", namespace=namespace,
              output="screen", parameters=[params, common, {"prompt": LaunchConfiguration("prompt")}]),
         Node(package="pi0_ros", executable="policy_node", name="pi0_policy", namespace=namespace, output="screen",
              parameters=[params, common, {"checkpoint": LaunchConfiguration("checkpoint"),
-                                          "device": LaunchConfiguration("device")}]),
+                                          "device": LaunchConfiguration("device"),
+                                          "backend": LaunchConfiguration("backend"),
+                                          "server_uri": LaunchConfiguration("server_uri"),
+                                          "remote_keys": LaunchConfiguration("remote_keys")}]),
         Node(package="pi0_ros", executable="executor_node", name="pi0_executor", namespace=namespace, output="screen",
              parameters=[params, common, {"dry_run": ParameterValue(LaunchConfiguration("dry_run"), value_type=bool)}]),
         Node(package="pi0_ros", executable="viz_node", name="pi0_viz", namespace=namespace, output="screen",

@@ -20,11 +20,13 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "collect": ("pi0_ros.ros.collect", "record scripted-expert demonstrations in the simulator into rosbags"),
     "bag2dataset": ("pi0_ros.data.bag2dataset", "convert rosbag2 episodes into a LeRobot-style dataset"),
     "train": ("pi0_ros.training.train", "fine-tune pi0 on datasets (flow-matching loss)"),
+    "serve": ("pi0_ros.serving.server", "serve a pi0 checkpoint to openpi-protocol clients (websocket + msgpack)"),
     "pretrain-vlm": ("pi0_ros.training.vlm_pretrain", "sim: teach a from-scratch VLM where the named object is"),
     "bench": {
         "model": ("pi0_ros.bench.model", "time the pi0 model: prefix, per-step and per-chunk ms"),
         "pipeline": ("pi0_ros.ros.bench_pipeline", "time the ROS pipeline: control jitter, chunk latency"),
         "record": ("pi0_ros.ros.bench_record", "record under load: published vs written messages"),
+        "serve": ("pi0_ros.bench.serve", "remote inference over loopback: round-trip overhead, bytes per request"),
     },
 }
 

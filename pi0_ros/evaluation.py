@@ -4,6 +4,7 @@
     pi0-ros eval --policy scripted --episodes 50      # the scripted expert through the same path
     pi0-ros eval --checkpoint DIR --lockstep          # the sim pauses while the policy infers
     pi0-ros eval --checkpoint DIR --cpu-load 4        # ... on a busy computer (4 busy processes)
+    pi0-ros eval --checkpoint DIR --remote             # the policy behind pi0-ros serve (openpi protocol)
 """
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "not this computer's speed (default: real time, inference latency included)")
     parser.add_argument("--cpu-load", type=int, default=0, metavar="N",
                         help="N CPU-burning processes (a busy loop each) beside the pipeline, stopped at the end")
+    parser.add_argument("--remote", action="store_true",
+                        help="run the checkpoint in `pi0-ros serve` (a child process on 127.0.0.1); the policy node "
+                             "is its client over the openpi websocket protocol (backend remote)")
+    parser.add_argument("--server-uri", default="", help="use this openpi-protocol server instead (implies --remote)")
+    parser.add_argument("--remote-keys", default="",
+                        help="key set the server expects (aloha, droid, libero; default: pi0_ros for pi0-ros serve)")
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
 
 
@@ -70,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy, "swap_prompt": args.swap_prompt,
                "realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale,
                "lockstep": args.lockstep, "cpu_load": load.describe(),
+               "remote": getattr(args, "resolved_server_uri", None) if _remote(args) else None,
                "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
                **summarise(results, time.monotonic() - t0)}
     if args.json:
@@ -85,9 +93,23 @@ def run(args: argparse.Namespace) -> int:
 def _episodes(args: argparse.Namespace) -> list:
     from pi0_ros.ros.sim_session import SimSession
 
-    session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
-                         seed=args.seed, extra={"policy": {"realtime_chunking": args.realtime_chunking,
-                                                     "noise_scale": args.noise_scale}}, lockstep=args.lockstep)
+    policy_params = {"realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale}
+    server = None
+    if _remote(args):
+        from pi0_ros.serving.process import remote_policy_params
+
+        if args.policy == "scripted":
+            raise SystemExit("--remote serves pi0 checkpoints, not the scripted expert")
+        params, server = remote_policy_params(args.checkpoint, args.noise_scale, args.server_uri, args.remote_keys)
+        policy_params.update(params)
+        args.resolved_server_uri = params.get("server_uri")
+    try:
+        session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
+                             seed=args.seed, extra={"policy": policy_params}, lockstep=args.lockstep)
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
     results = []
     try:
         session.wait_ready()
@@ -105,4 +127,10 @@ def _episodes(args: argparse.Namespace) -> list:
                       + (" and the OTHER cube" if r.reached_other else ""), file=sys.stderr, flush=True)
     finally:
         session.close()
+        if server is not None:
+            server.stop()
     return results
+
+
+def _remote(args: argparse.Namespace) -> bool:
+    return bool(args.remote or args.server_uri)

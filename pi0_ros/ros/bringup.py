@@ -175,6 +175,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--viz", action="store_true", help="also run the rviz helper node")
     parser.add_argument("--trigger", default=None, choices=["request", "continuous"])
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0 = until Ctrl-C)")
+    parser.add_argument("--server-uri", default="", help="policy node backend remote: this openpi-protocol server "
+                        "(pi0-ros serve, or openpi's with --remote-keys)")
+    parser.add_argument("--remote-keys", default="", help="key set the server expects (aloha, droid, libero)")
 
 
 def resolve(args: argparse.Namespace, file_params: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -213,10 +216,13 @@ def run(args: argparse.Namespace) -> int:
     with StopSignals() as signals:
         file_params, unknown_nodes = load_params_file(args.params_file) if args.params_file else ({}, [])
         r = resolve(args, file_params)
+        extra = {"policy": {"backend": "remote", "server_uri": args.server_uri, "remote_keys": args.remote_keys}} \
+            if args.server_uri else {}
         rclpy.init(signal_handler_options=SignalHandlerOptions.NO)
         log = get_logger("pi0_bringup")
         b = Bringup(r["embodiment"], checkpoint=r["checkpoint"], prompt=r["prompt"], dry_run=r["dry_run"],
-                    sim=args.sim, viz=args.viz, use_sim_time=args.sim, trigger=r["trigger"], file_params=file_params)
+                    sim=args.sim, viz=args.viz, use_sim_time=args.sim, trigger=r["trigger"], file_params=file_params,
+                    extra=extra)
         try:
             b.start()
             _check_params_file(b, unknown_nodes, log)

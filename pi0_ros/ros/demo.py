@@ -41,6 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="chunks do not continue the previous one")
     parser.add_argument("--noise-scale", type=float, default=DEMO_NOISE_SCALE,
                         help="std of the sampler's starting noise (1 = the paper's N(0, I))")
+    parser.add_argument("--remote", action="store_true",
+                        help="run the checkpoint in `pi0-ros serve` (child process on 127.0.0.1); the policy node is "
+                             "its client over the openpi websocket protocol")
+    parser.add_argument("--server-uri", default="", help="use this openpi-protocol server instead (implies --remote)")
 
 
 class Recorder:
@@ -149,9 +153,22 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     print(f"[demo] starting simulator + observation + policy + executor for trossen_bimanual (ALOHA): {name}",
           flush=True)
-    session = SimSession("trossen_bimanual", "pick_cube", checkpoint=checkpoint, scripted=scripted, seed=args.seed,
-                         extra={"policy": {"realtime_chunking": args.realtime_chunking,
-                                           "noise_scale": args.noise_scale}})
+    policy_params = {"realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale}
+    server = None
+    if (args.remote or args.server_uri) and not scripted:
+        from pi0_ros.serving.process import remote_policy_params
+
+        params, server = remote_policy_params(checkpoint, args.noise_scale, args.server_uri)
+        policy_params.update(params)
+        name += f" behind {params['server_uri']}"
+        print(f"[demo] policy served at {params['server_uri']} (openpi protocol)", flush=True)
+    try:
+        session = SimSession("trossen_bimanual", "pick_cube", checkpoint=checkpoint, scripted=scripted, seed=args.seed,
+                             extra={"policy": policy_params})
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
     rec = Recorder(session)
     results = []
     t_start = time.monotonic()
@@ -190,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
         }
     finally:
         session.close()
+        if server is not None:
+            server.stop()
     files = write_outputs(out, rec, session.executor_node.embodiment, summary)
     print(f"\n[demo] {summary['successes']}/{summary['episodes']} episodes succeeded; "
           f"control {js.get('ticks', 0)} ticks, p99 jitter {js.get('jitter_p99_ms', float('nan')):.2f} ms; "

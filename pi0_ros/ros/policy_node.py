@@ -48,6 +48,18 @@ def load_policy(checkpoint: str, asset_id: str, device: str, num_steps: int, see
     return policy
 
 
+def load_backend(p: dict, asset_id: str):
+    """The node's policy from its parameters: a local Policy, or (backend "remote") a RemotePolicy
+    client of an openpi-protocol server with the same interface."""
+    if p["backend"] == "remote":
+        from pi0_ros.serving.client import RemotePolicy
+
+        return RemotePolicy(p["server_uri"], p["remote_keys"], api_key=p["api_key"],
+                            connect_timeout=p["connect_timeout"], request_timeout=p["request_timeout"],
+                            jpeg_quality=p["jpeg_quality"])
+    return load_policy(p["checkpoint"], asset_id, p["device"], p["num_steps"], p["seed"], 3, p["noise_scale"])
+
+
 class PolicyNode(Node):
     def __init__(self, policy=None, **kwargs) -> None:
         super().__init__("pi0_policy", **kwargs)
@@ -68,20 +80,33 @@ class PolicyNode(Node):
             # Each chunk continues the overlapping rest of the previous one (inpainting,
             # pi0_ros.realtime_chunking); the actions that run during inference are kept.
             "realtime_chunking": False,
+            # backend "remote": infer on an openpi-protocol server (pi0-ros serve or openpi's);
+            # a server that is down, slow or answers garbage -> ERROR, nothing published, retried.
+            "backend": "local",            # local | remote
+            "server_uri": "ws://127.0.0.1:8000",
+            "remote_keys": "",             # key set (config/serving): "" = pi0_ros for pi0-ros serve; aloha | droid | libero
+            "api_key": "",                 # "" = $PI0_ROS_API_KEY if set
+            "connect_timeout": 5.0,        # s
+            "request_timeout": 2.0,        # s; a later reply is dropped and the connection re-opened
+            "jpeg_quality": 0,             # > 0: images as JPEG (pi0-ros serve only); 0: raw uint8
         })
         if p["trigger"] not in ("request", "continuous"):
             raise ValueError(f"trigger must be 'request' or 'continuous', got '{p['trigger']}'")
         if not 0.0 <= p["noise_scale"] <= 1.0:
             raise ValueError(f"noise_scale must be within [0, 1], got {p['noise_scale']}")
+        if p["backend"] not in ("local", "remote"):
+            raise ValueError(f"backend must be 'local' or 'remote', got '{p['backend']}'")
+        remote = p["backend"] == "remote"
         if p["torch_threads"] > 0:
             import torch
 
             torch.set_num_threads(p["torch_threads"])
         self.params = p
         self.embodiment = emb = load_embodiment(p["embodiment"])
-        self.status_msg = PolicyStatus(embodiment=emb.name, checkpoint=p["checkpoint"] or "tiny-random",
+        self.status_msg = PolicyStatus(embodiment=emb.name,
+                                       checkpoint=p["server_uri"] if remote else p["checkpoint"] or "tiny-random",
                                        random_weights=bool(getattr(policy, "random_weights", False)) if policy is not None
-                                       else not p["checkpoint"])
+                                       else not (p["checkpoint"] or remote))
         # The worker and the callbacks both change the state: transitions are atomic under this lock.
         self._state_lock = threading.RLock()
         self._inputs_problem = ""         # why the observation node publishes nothing ("" = inputs ok)
@@ -190,10 +215,10 @@ class PolicyNode(Node):
         p = self.params
         try:
             if self.policy is None:
-                self.policy = load_policy(p["checkpoint"], p["asset_id"] or self.embodiment.asset_id, p["device"],
-                                          p["num_steps"], p["seed"], 3, p["noise_scale"])
+                self.policy = load_backend(p, p["asset_id"] or self.embodiment.asset_id)
             self._set_state(PolicyStatus.WARMING_UP)
             self.policy.warmup(max(0, p["warmup_runs"]))
+            self.status_msg.random_weights = bool(getattr(self.policy, "random_weights", self.status_msg.random_weights))
         except Exception as e:  # noqa: BLE001 - report any load failure on the status topic
             self._set_state(PolicyStatus.ERROR, f"loading policy failed: {e}")
             self.get_logger().error(self.status_msg.last_error)
@@ -304,6 +329,8 @@ class PolicyNode(Node):
             self._stop = True
             self._cv.notify_all()
         self._thread.join(timeout=5.0)
+        if hasattr(self.policy, "close"):   # a RemotePolicy's connection
+            self.policy.close()
         super().destroy_node()
 
 

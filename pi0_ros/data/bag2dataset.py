@@ -8,7 +8,11 @@ holding bag directories (e.g. the output of `pi0-ros record`; every episode_* in
 Per bag:
 1. Episodes: each /pi0_episode start..stop marker pair is one episode (prompt and success from
    the markers); a bag without markers is one episode, tagged from its episode.json, else from
-   its last /prompt message, else from --prompt.
+   its /prompt messages: a /prompt whose text changes mid-episode starts a new episode there.
+   An explicit --prompt labels every episode and wins over the bag's own prompts (warned).
+0. Before anything is written, every bag is checked (mcap chunk CRCs, sqlite integrity, topics,
+   episodes); the dataset is written into a temporary directory renamed on success and
+   removed on failure, so a failed run leaves nothing behind.
 2. Synchronisation (times: header stamps of sensor messages, bag receive times for
    headerless messages such as commands; --time-source bag uses receive times everywhere, and
    `auto` falls back to it when header and receive clocks disagree by more than 2 s). Frame k
@@ -56,6 +60,7 @@ import json
 import sys
 import logging
 import math
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -158,11 +163,38 @@ def find_bags(paths: list[str | Path]) -> list[Path]:
         if p.is_file() or (p / "metadata.yaml").is_file():
             out.append(p)
             continue
+        if any(f.suffix in (".mcap", ".db3") for f in p.iterdir() if f.is_file()):
+            raise ConversionError(f"{p}: a bag directory without metadata.yaml (the recording was interrupted?): "
+                                  f"run `ros2 bag reindex {p}` to rebuild it, or pass the .mcap/.db3 file itself")
         subs = sorted(d for d in p.iterdir() if d.is_dir() and (d / "metadata.yaml").is_file())
         if not subs:
             raise ConversionError(f"{p}: not a rosbag2 directory (no metadata.yaml) and holds no bag directories")
         out.extend(subs)
     return out
+
+
+def _messages(path: Path, reader: Reader, conns: list, tqdm_kw: dict | None = None):
+    """reader.messages(conns), with any storage error turned into a ConversionError naming the bag."""
+    it = reader.messages(conns)
+    if tqdm_kw is not None:
+        it = tqdm(it, **tqdm_kw)
+    try:
+        yield from it
+    except ConversionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - rosbags raises ReaderError, struct.error, zstd errors, ...
+        raise ConversionError(f"{path}: damaged bag: {type(e).__name__}: {e}") from e
+
+
+def check_bag(path: Path) -> None:
+    """Verify the bag's files (mcap chunk CRCs, sqlite integrity) before anything is written."""
+    try:
+        counts = bagio.verify_bag(path)
+    except bagio.BagCorruptError as e:
+        raise ConversionError(f"damaged bag {path}: {e}") from e
+    if counts["chunks_without_crc"]:
+        logger.warning("%s: %d of %d mcap chunks carry no CRC: damage inside them cannot be detected",
+                       path, counts["chunks_without_crc"], counts["chunks"])
 
 
 def _stamp_ns(msg: Any) -> int | None:
@@ -227,8 +259,8 @@ def read_bag(path: Path, emb: Embodiment, time_source: str = "auto", progress: b
         kinds = {d.name: d.kind for d in emb.dims}
         total = sum(c.msgcount for c in conns)
         bag_t: dict[str, list[int]] = defaultdict(list)
-        for conn, t_bag, raw in tqdm(reader.messages(conns), total=total, desc=f"read {path.name}",
-                                     unit="msg", disable=not progress, leave=False):
+        for conn, t_bag, raw in _messages(path, reader, conns, tqdm_kw=dict(total=total, desc=f"read {path.name}",
+                                                                             unit="msg", disable=not progress, leave=False)):
             topic = conn.topic
             try:
                 msg = store.deserialize_cdr(raw, conn.msgtype)
@@ -332,8 +364,34 @@ def _add_command(path: Path, o: Any, msg: Any, t: int, commands: dict[str, Serie
 
 
 # ------------------------------------------------------------------------------ planning
-def _episode_windows(bag: BagContent, default_prompt: str | None) -> list[tuple[int, int, str, bool | None]]:
-    """[(start_ns, stop_ns, prompt, success)] from markers, episode.json, /prompt or --prompt."""
+def _prompt_segments(bag: BagContent, a: int, b: int, first: str | None) -> list[tuple[int, int, str | None]]:
+    """Split [a, b] where the /prompt text changes: [(start, stop, prompt in effect)].
+
+    The first piece is labelled ``first`` when given (episode.json), else by the last /prompt
+    at or before ``a``, else by the first /prompt inside the window.
+    """
+    prompts = sorted(bag.prompts, key=lambda x: x[0])
+    before = [p for t, p in prompts if t <= a]
+    inside = [(t, p) for t, p in prompts if a < t < b]
+    current = first or (before[-1] if before else inside[0][1] if inside else None)
+    segs: list[tuple[int, int, str | None]] = []
+    start = a
+    for t, p in inside:
+        if p != current:
+            segs.append((start, t, current))
+            start, current = t, p
+    segs.append((start, b, current))
+    return segs
+
+
+def _episode_windows(bag: BagContent, default_prompt: str | None) -> list[tuple[int, int, str, bool | None, bool]]:
+    """[(start_ns, stop_ns, prompt, success, split_by_prompt)] of one bag.
+
+    Episodes: /pi0_episode marker pairs, else the whole bag; either is cut where the /prompt
+    text changes (unless the marker names its prompt). Prompts: the marker's, else
+    episode.json's (first piece), else the /prompt in effect. An explicit ``default_prompt``
+    (--prompt) labels every episode and wins over the bag's own prompts, with a warning.
+    """
     wins = []
     open_: tuple[int, dict] | None = None
     for t, m in sorted(bag.markers, key=lambda x: x[0]):
@@ -351,12 +409,20 @@ def _episode_windows(bag: BagContent, default_prompt: str | None) -> list[tuple[
         wins = [(bag.start_ns, bag.end_ns, None, ej.get("success"))]
     out = []
     for a, b, prompt, success in wins:
-        if not prompt:
-            prompt = ej.get("prompt") or next((p for t, p in reversed(bag.prompts) if t <= b), None) or default_prompt
-        if not prompt:
-            raise ConversionError(f"{bag.path}: no prompt for the episode at {a * 1e-9:.3f} s (no markers, episode.json or "
-                                  f"{PROMPT_TOPIC} messages): pass --prompt")
-        out.append((a, b, prompt, success))
+        segs = [(a, b, prompt)] if prompt else _prompt_segments(bag, a, b, ej.get("prompt"))
+        if len(segs) > 1:
+            logger.warning("%s: the %s prompt changes %d time(s) inside one episode: starting a new episode at each change",
+                           bag.path, PROMPT_TOPIC, len(segs) - 1)
+        for k, (s0, s1, p) in enumerate(segs):
+            if default_prompt:
+                if p and p != default_prompt:
+                    logger.warning("%s: --prompt %r overrides the bag's prompt %r (%.2f-%.2f s)", bag.path,
+                                   default_prompt, p, (s0 - bag.start_ns) * 1e-9, (s1 - bag.start_ns) * 1e-9)
+                p = default_prompt
+            if not p:
+                raise ConversionError(f"{bag.path}: no prompt for the episode at {s0 * 1e-9:.3f} s (no markers, episode.json "
+                                      f"or {PROMPT_TOPIC} messages): pass --prompt")
+            out.append((s0, s1, p, success if k == len(segs) - 1 else None, len(segs) > 1))
     return out
 
 
@@ -376,7 +442,7 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
     tol_ns = int((image_tolerance if image_tolerance is not None else max_gap / 2) * 1e9)
     period_ns = 1e9 / fps
     plans: list[EpisodePlan] = []
-    for ei, (a, b, prompt, success) in enumerate(_episode_windows(bag, default_prompt)):
+    for ei, (a, b, prompt, success, split) in enumerate(_episode_windows(bag, default_prompt)):
         where = f"{bag.path}: episode {ei} ({(a - bag.start_ns) * 1e-9:.2f}-{(b - bag.start_ns) * 1e-9:.2f} s into the bag)"
         series: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         for d in emb.dims:
@@ -410,13 +476,18 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
         t0 = max(int(t[0]) for _, _, t in timed)
         t1 = min(int(t[-1]) for _, _, t in timed)
         if t1 - t0 < (min_frames - 1) * period_ns:
+            if split:
+                logger.warning("%s: dropping a %.3f s piece between prompt changes (< %d frames)", where,
+                               max(0, t1 - t0) * 1e-9, min_frames)
+                continue
             raise ConversionError(f"{where}: empty episode: the topics overlap for only {max(0, t1 - t0) * 1e-9:.3f} s "
                                   f"(< {min_frames} frames at {fps:g} fps)")
-        gaps = []
+        gaps = set()  # one per topic and gap, not one per joint of the topic
         for key, topic, t in timed:
             for g0, g1 in _gaps(t, max_gap_ns):
                 if g1 > t0 and g0 < t1:
-                    gaps.append((g0, g1, topic))
+                    gaps.add((g0, g1, topic))
+        gaps = sorted(gaps)
         if gaps and on_gap == "reject":
             g0, g1, topic = gaps[0]
             raise ConversionError(f"{where}: time gap of {(g1 - g0) * 1e-9:.2f} s on {topic} at "
@@ -551,7 +622,8 @@ class DatasetWriter:
     """Streams episodes into the v3 layout; `finish` writes meta/ and the statistics."""
 
     def __init__(self, root: Path, emb: Embodiment, fps: float, image_format: str = "jpg", jpeg_quality: int = 95,
-                 data_file_size_mb: float = DATA_FILE_SIZE_MB) -> None:
+                 data_file_size_mb: float = DATA_FILE_SIZE_MB, video: bool = False) -> None:
+        self.video = video
         self.root, self.emb, self.fps = root, emb, fps
         self.ext = {"jpg": "jpg", "jpeg": "jpg", "png": "png"}[image_format]
         self.quality = jpeg_quality
@@ -724,7 +796,7 @@ def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index
         conns = [c for c in reader.connections if c.topic in topic_slot]
         ordinal = defaultdict(int)
         bar = tqdm(total=total, desc=f"images {bag_path.name}", unit="frame", disable=not progress, leave=False)
-        for conn, _, raw in reader.messages(conns):
+        for conn, _, raw in _messages(bag_path, reader, conns):
             slot = topic_slot[conn.topic]
             o = ordinal[slot]
             ordinal[slot] += 1
@@ -746,35 +818,52 @@ def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index
 def convert(bags: list[str | Path], embodiment: str | Embodiment, out: str | Path, *, fps: float | None = None,
             actions: str = "auto", max_gap: float = 0.5, image_tolerance: float | None = None, on_gap: str = "split",
             min_frames: int = 2, prompt: str | None = None, time_source: str = "auto", image_format: str = "jpg",
-            success_only: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+            success_only: bool = False, overwrite: bool = False, progress: bool = True, video: bool = False) -> dict[str, Any]:
     """Convert bags into one dataset at ``out``; returns a summary (also in meta/info.json)."""
     emb = load_embodiment(embodiment) if isinstance(embodiment, (str, Path)) else embodiment
     fps = float(fps or emb.control_rate_hz)
     root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise ConversionError(f"{root} exists and is not empty (use --overwrite)")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise ConversionError(f"{root} exists and is not empty (use --overwrite)")
     paths = find_bags(bags)
     t_start = time.perf_counter()
-    writer = DatasetWriter(root, emb, fps, image_format)
+    # Pass 0 + 1 over EVERY bag before anything is written: integrity, topics, episodes.
+    planned: list[tuple[Path, list[EpisodePlan]]] = []
     skipped = []
-    for path in tqdm(paths, desc="bags", unit="bag", disable=not progress or len(paths) < 2):
+    for path in tqdm(paths, desc="check", unit="bag", disable=not progress or len(paths) < 2):
+        check_bag(path)
         content = read_bag(path, emb, time_source, progress)
         plans = plan_episodes(content, emb, fps, actions, max_gap, image_tolerance, on_gap, min_frames, prompt)
         if success_only:
             skipped += [str(p.bag) for p in plans if p.success is False]
             plans = [p for p in plans if p.success is not False]
-        indexed = [(writer.new_episode_index() + i, p) for i, p in enumerate(plans)]
-        write_episode_images(writer, path, indexed, emb, progress)
-        for _, p in indexed:
-            writer.add_episode(p)
-            logger.info("%s -> episode %d: %d frames, actions from %s, prompt %r%s",
-                        p.bag, writer.episodes[-1]["episode_index"], p.state.shape[0], p.action_source, p.prompt, p.note)
+        planned.append((path, plans))
+    if not any(plans for _, plans in planned):
+        raise ConversionError("no episodes to write")
+    # Pass 2 into a temporary directory next to the output, renamed on success.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        writer = DatasetWriter(tmp, emb, fps, image_format, video=video)
+        for path, plans in tqdm(planned, desc="bags", unit="bag", disable=not progress or len(paths) < 2):
+            indexed = [(writer.new_episode_index() + i, p) for i, p in enumerate(plans)]
+            write_episode_images(writer, path, indexed, emb, progress)
+            for _, p in indexed:
+                writer.add_episode(p)
+                logger.info("%s -> episode %d: %d frames, actions from %s, prompt %r%s",
+                            p.bag, writer.episodes[-1]["episode_index"], p.state.shape[0], p.action_source, p.prompt, p.note)
+        info = writer.finish({"source_bags": [str(p) for p in paths], "time_source": time_source,
+                              "max_gap_s": max_gap, "on_gap": on_gap, "actions_requested": actions})
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     elapsed = time.perf_counter() - t_start
-    info = writer.finish({"source_bags": [str(p) for p in paths], "time_source": time_source,
-                          "max_gap_s": max_gap, "on_gap": on_gap, "actions_requested": actions})
     return {"out": str(root), "episodes": info["total_episodes"], "frames": info["total_frames"], "fps": fps,
             "action_source": info["pi0_ros"]["action_source"],
             "episode_action_sources": {e["episode_index"]: e["action_source"] for e in writer.episodes},
@@ -790,7 +879,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the embodiment's control rate)")
     parser.add_argument("--actions", choices=ACTION_SOURCES, default="auto",
                         help="action labels: recorded commands, the next state, or auto (commands when recorded)")
-    parser.add_argument("--prompt", default=None, help="prompt for bags that carry none")
+    parser.add_argument("--prompt", default=None,
+                        help="prompt of every episode: needed for bags that carry none, and wins (with a warning) "
+                             "over a bag's own markers, episode.json and /prompt")
     parser.add_argument("--max-gap", type=float, default=0.5, help="s of silence on a topic that counts as a gap")
     parser.add_argument("--on-gap", choices=("split", "reject"), default="split", help="split episodes at gaps, or reject the bag")
     parser.add_argument("--image-tolerance", type=float, default=None, help="max s between a frame and its camera image (default max-gap/2)")

@@ -207,3 +207,24 @@ def test_cli(two_bags, tmp_path, capsys):
     assert json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())["fps"] == 10
     rc = cli_main(["bag2dataset", str(tmp_path / "nope"), "--embodiment", EMB, "--out", str(tmp_path / "x"), "--quiet"])
     assert rc == 1 and "no such bag" in capsys.readouterr().err
+
+
+def test_video_dataset_matches_the_png_one(two_bags, dataset_dir, tmp_path):
+    """--video: one AV1 mp4 per camera (PyAV), LeRobot's video features; frames decode back to the PNG frames."""
+    pytest.importorskip("av")
+    convert([two_bags], EMB, tmp_path / "v", video=True, progress=False)
+    info = json.loads((tmp_path / "v" / "meta" / "info.json").read_text())
+    f = info["features"]["observation.images.base_0_rgb"]
+    assert f["dtype"] == "video" and f["info"]["video.codec"] == "av1" and info["video_path"].endswith(".mp4")
+    assert (tmp_path / "v" / "videos" / "observation.images.base_0_rgb" / "chunk-000" / "file-000.mp4").is_file()
+    eps = pq.read_table(tmp_path / "v" / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
+    assert eps[1]["videos/observation.images.base_0_rgb/from_timestamp"] == pytest.approx(eps[0]["length"] / info["fps"])
+    data = pq.read_table(tmp_path / "v" / "data" / "chunk-000" / "file-000.parquet")
+    assert "observation.images.base_0_rgb" not in data.column_names
+    vid, png = Pi0Dataset(tmp_path / "v", chunk_size=2), Pi0Dataset(dataset_dir, chunk_size=2)
+    assert len(vid) == len(png)
+    for i in (0, 5, eps[0]["length"] - 1, eps[0]["length"], len(png) - 1):
+        for slot in ("base_0_rgb", "left_wrist_0_rgb"):
+            a = vid[i]["images"][slot].numpy().astype(float)
+            b = png[i]["images"][slot].numpy().astype(float)
+            assert np.abs(a - b).mean() < 3.0, (i, slot)

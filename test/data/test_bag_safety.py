@@ -34,7 +34,7 @@ def test_synthetic_bags_carry_chunk_crcs(tmp_path):
     assert counts["chunks"] >= 1 and counts["chunks_without_crc"] == 0
 
 
-def test_corrupted_mcap_names_bag_and_offset_and_leaves_nothing(tmp_path):
+def test_corrupted_mcap_names_bag_and_offset_and_leaves_nothing(tmp_path, capsys):
     bag = write_synthetic_bag(tmp_path / "bad_bag", EMB, duration=3.0)
     _damage(next(bag.glob("*.mcap")))
     out_parent = tmp_path / "out"
@@ -42,6 +42,25 @@ def test_corrupted_mcap_names_bag_and_offset_and_leaves_nothing(tmp_path):
     with pytest.raises(ConversionError, match=r"bad_bag.*byte offset \d+"):
         convert([bag], EMB, out_parent / "ds", progress=False)
     assert _leftovers(out_parent, "ds") == []
+    from pi0_ros.cli import main as cli_main
+
+    assert cli_main(["bag2dataset", str(bag), "--embodiment", EMB, "--out", str(out_parent / "ds"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "damaged bag" in err and "bad_bag" in err and "checksum mismatch" in err and "Traceback" not in err
+    assert _leftovers(out_parent, "ds") == []
+
+
+def test_bag_without_crcs_converts_with_a_warning(tmp_path, caplog, monkeypatch):
+    """Bags from writers that leave the chunk CRC at 0 (rosbags' own writer) cannot be checked: say so."""
+    from rosbags.rosbag2 import Writer
+
+    monkeypatch.setattr(bagio, "open_writer", lambda path, storage="mcap": Writer(path, version=9,
+                                                                                 storage_plugin=bagio.storage_plugin(storage)))
+    bag = write_synthetic_bag(tmp_path / "nocrc", EMB)
+    assert bagio.verify_bag(bag)["chunks_without_crc"] >= 1
+    with caplog.at_level(logging.WARNING):
+        assert convert([bag], EMB, tmp_path / "ds", progress=False)["episodes"] == 1
+    assert "carry no CRC" in caplog.text
 
 
 def test_bad_bag_after_a_good_one_writes_nothing(tmp_path):

@@ -607,7 +607,7 @@ class _ImageStats:
         self.s2 += other.s2
         self.lo = np.minimum(self.lo, other.lo)
         self.hi = np.maximum(self.hi, other.hi)
-        self.samples += other.samples[: max(0, 400 - len(self.samples))]
+        self.samples += other.samples
 
     def result(self) -> dict[str, Any]:
         mean = self.s / max(self.n, 1)
@@ -649,7 +649,10 @@ class _VideoSink:
     """One mp4 per camera (all episodes back to back, frame k at pts k, time base 1/fps), via PyAV."""
 
     def __init__(self, path: Path, fps: int, size: int) -> None:
-        import av  # optional dependency: only --video needs it
+        try:
+            import av  # optional dependency: only --video needs it
+        except ImportError as e:
+            raise ConversionError(f"--video needs PyAV (requirements/lock.txt pins av): {e}") from e
 
         path.parent.mkdir(parents=True, exist_ok=True)
         self.av = av
@@ -803,7 +806,10 @@ class DatasetWriter:
         ep_stats = self._frame_stats(plan.state, plan.action, ts, np.arange(F), np.full(F, ep), np.arange(self.total, self.total + F),
                                      np.full(F, task))
         for s in self.slots:
-            ep_stats[image_key(s)] = self.img_stats[(ep, s)].result()
+            st = self.img_stats[(ep, s)]
+            ep_stats[image_key(s)] = st.result()
+            # Keep a few pixel samples per episode for the dataset's quantiles (bounded memory).
+            st.samples = [x[::4].astype(np.float32) for x in st.samples[:: max(1, len(st.samples) // 4)][:4]]
         for feat, st in ep_stats.items():
             for k, v in st.items():
                 row[f"stats/{feat}/{k}"] = v

@@ -18,9 +18,10 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "eval": ("pi0_ros.evaluation", "closed-loop episodes in the simulator through the ROS nodes"),
     "record": ("pi0_ros.data.record", "record rosbag2 (mcap) episodes of an embodiment's topics"),
     "collect": ("pi0_ros.ros.collect", "record scripted-expert demonstrations in the simulator into rosbags"),
-    "bag2dataset": ("pi0_ros.data.bag2dataset", "convert rosbag2 episodes into a LeRobot-style dataset"),
+    "bag2dataset": ("pi0_ros.data.bag2dataset", "convert rosbag2 episodes into a LeRobot v3.0 dataset"),
     "train": ("pi0_ros.training.train", "fine-tune pi0 on datasets (flow-matching loss)"),
     "serve": ("pi0_ros.serving.server", "serve a pi0 checkpoint to openpi-protocol clients (websocket + msgpack)"),
+    "eval-dataset": ("pi0_ros.eval_dataset", "open-loop: predicted vs recorded action chunks on held-out episodes"),
     "pretrain-vlm": ("pi0_ros.training.vlm_pretrain", "sim: teach a from-scratch VLM where the named object is"),
     "bench": {
         "model": ("pi0_ros.bench.model", "time the pi0 model: prefix, per-step and per-chunk ms"),

@@ -8,7 +8,11 @@ holding bag directories (e.g. the output of `pi0-ros record`; every episode_* in
 Per bag:
 1. Episodes: each /pi0_episode start..stop marker pair is one episode (prompt and success from
    the markers); a bag without markers is one episode, tagged from its episode.json, else from
-   its last /prompt message, else from --prompt.
+   its /prompt messages: a /prompt whose text changes mid-episode starts a new episode there.
+   An explicit --prompt labels every episode and wins over the bag's own prompts (warned).
+0. Before anything is written, every bag is checked (mcap chunk CRCs, sqlite integrity, topics,
+   episodes); the dataset is written into a temporary directory renamed on success and
+   removed on failure, so a failed run leaves nothing behind.
 2. Synchronisation (times: header stamps of sensor messages, bag receive times for
    headerless messages such as commands; --time-source bag uses receive times everywhere, and
    `auto` falls back to it when header and receive clocks disagree by more than 2 s). Frame k
@@ -29,25 +33,28 @@ Per bag:
      next_state. The choice is printed, stored per episode (meta/episodes: action_source) and
      in meta/info.json (pi0_ros.action_source: commands | next_state | mixed).
 
-Output layout (LeRobot v3 names; images as files, the way LeRobot stores image features
-before encoding videos):
+Output layout: exactly what LeRobot 0.6.x writes (codebase_version v3.0), so LeRobotDataset
+loads it unchanged, plus two files of ours beside it:
 
-    meta/info.json            codebase_version v3.0, fps, features (dtype/shape/names), paths,
-                              "pi0_ros": embodiment, dims (+ gripper open/closed), action_source
-    meta/stats.json           per feature: mean, std, min, max, q01, q99, count (robot units;
-                              images per channel in [0, 1], shape (3, 1, 1))
-    meta/tasks.parquet        task_index, task
+    meta/info.json            LeRobot's keys and types only (fps int, *_size_in_mb int, features, paths)
+    meta/stats.json           per feature: min, max, mean, std, count, q01, q10, q50, q90, q99 (robot
+                              units; images per channel in [0, 1], shape (3, 1, 1))
+    meta/tasks.parquet        indexed by `task` (the prompt), column task_index (pandas layout)
     meta/episodes/chunk-000/file-000.parquet
-                              episode_index, tasks, length, dataset_from_index, dataset_to_index,
-                              data/chunk_index, data/file_index, success, action_source, source_bag, ...
+                              episode_index, tasks, length, data/*, dataset_from/to_index,
+                              [videos/<key>/*], stats/<feature>/<stat>, meta/episodes/*, and ours:
+                              success, action_source, source_bag, source_start_ns, source_end_ns
     data/chunk-000/file-000.parquet
-                              observation.state, action (float32 (n,) robot units),
-                              observation.images.<slot> ({bytes: null, path}), timestamp,
+                              observation.images.<slot> ({bytes: PNG, path}) unless --video,
+                              observation.state, action (float32 (n,) robot units), timestamp,
                               frame_index, episode_index, index, task_index
-    images/observation.images.<slot>/episode-000000/frame-000000.jpg   224x224 RGB, resize_with_pad
+    videos/observation.images.<slot>/chunk-000/file-000.mp4   with --video: AV1 yuv420p (LeRobot's
+                              default encoder), all episodes back to back
+    meta/pi0_ros.json         ours: embodiment, dims (slot, gripper open/closed), camera slots,
+                              action_source, sources
     norm_stats.json           openpi format {"norm_stats": {"state", "actions"}}: MODEL convention
-                              (grippers in [0, 1]), one entry per slot 0..max slot (= the n dims
-                              in order for every shipped embodiment), unpadded
+                              (grippers in [0, 1]), one entry per slot 0..max slot, unpadded
+Images are 224x224 RGB (resize_with_pad).
 """
 from __future__ import annotations
 
@@ -56,6 +63,7 @@ import json
 import sys
 import logging
 import math
+import os
 import shutil
 import time
 from collections import defaultdict
@@ -85,7 +93,9 @@ CHUNKS_SIZE = 1000            # files per chunk directory (LeRobot default)
 DATA_FILE_SIZE_MB = 100       # roll data files over at about this size (LeRobot default)
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
-IMAGE_PATH = "images/{image_key}/episode-{episode_index:06d}/frame-{frame_index:06d}.{ext}"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+VIDEO_FILE_SIZE_MB = 200      # LeRobot default (one file per camera here)
+PI0_META = "pi0_ros.json"     # our provenance, beside LeRobot's meta files (LeRobot warns on extra info.json keys)
 NORM_STATS_FILE = "norm_stats.json"
 CLOCK_MISMATCH_S = 2.0        # header vs receive clock disagreement that switches `auto` to bag time
 ACTION_SOURCES = ("auto", "commands", "next_state")
@@ -158,11 +168,38 @@ def find_bags(paths: list[str | Path]) -> list[Path]:
         if p.is_file() or (p / "metadata.yaml").is_file():
             out.append(p)
             continue
+        if any(f.suffix in (".mcap", ".db3") for f in p.iterdir() if f.is_file()):
+            raise ConversionError(f"{p}: a bag directory without metadata.yaml (the recording was interrupted?): "
+                                  f"run `ros2 bag reindex {p}` to rebuild it, or pass the .mcap/.db3 file itself")
         subs = sorted(d for d in p.iterdir() if d.is_dir() and (d / "metadata.yaml").is_file())
         if not subs:
             raise ConversionError(f"{p}: not a rosbag2 directory (no metadata.yaml) and holds no bag directories")
         out.extend(subs)
     return out
+
+
+def _messages(path: Path, reader: Reader, conns: list, tqdm_kw: dict | None = None):
+    """reader.messages(conns), with any storage error turned into a ConversionError naming the bag."""
+    it = reader.messages(conns)
+    if tqdm_kw is not None:
+        it = tqdm(it, **tqdm_kw)
+    try:
+        yield from it
+    except ConversionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - rosbags raises ReaderError, struct.error, zstd errors, ...
+        raise ConversionError(f"{path}: damaged bag: {type(e).__name__}: {e}") from e
+
+
+def check_bag(path: Path) -> None:
+    """Verify the bag's files (mcap chunk CRCs, sqlite integrity) before anything is written."""
+    try:
+        counts = bagio.verify_bag(path)
+    except bagio.BagCorruptError as e:
+        raise ConversionError(f"damaged bag {path}: {e}") from e
+    if counts["chunks_without_crc"]:
+        logger.warning("%s: %d of %d mcap chunks carry no CRC: damage inside them cannot be detected",
+                       path, counts["chunks_without_crc"], counts["chunks"])
 
 
 def _stamp_ns(msg: Any) -> int | None:
@@ -227,8 +264,8 @@ def read_bag(path: Path, emb: Embodiment, time_source: str = "auto", progress: b
         kinds = {d.name: d.kind for d in emb.dims}
         total = sum(c.msgcount for c in conns)
         bag_t: dict[str, list[int]] = defaultdict(list)
-        for conn, t_bag, raw in tqdm(reader.messages(conns), total=total, desc=f"read {path.name}",
-                                     unit="msg", disable=not progress, leave=False):
+        for conn, t_bag, raw in _messages(path, reader, conns, tqdm_kw=dict(total=total, desc=f"read {path.name}",
+                                                                             unit="msg", disable=not progress, leave=False)):
             topic = conn.topic
             try:
                 msg = store.deserialize_cdr(raw, conn.msgtype)
@@ -332,8 +369,34 @@ def _add_command(path: Path, o: Any, msg: Any, t: int, commands: dict[str, Serie
 
 
 # ------------------------------------------------------------------------------ planning
-def _episode_windows(bag: BagContent, default_prompt: str | None) -> list[tuple[int, int, str, bool | None]]:
-    """[(start_ns, stop_ns, prompt, success)] from markers, episode.json, /prompt or --prompt."""
+def _prompt_segments(bag: BagContent, a: int, b: int, first: str | None) -> list[tuple[int, int, str | None]]:
+    """Split [a, b] where the /prompt text changes: [(start, stop, prompt in effect)].
+
+    The first piece is labelled ``first`` when given (episode.json), else by the last /prompt
+    at or before ``a``, else by the first /prompt inside the window.
+    """
+    prompts = sorted(bag.prompts, key=lambda x: x[0])
+    before = [p for t, p in prompts if t <= a]
+    inside = [(t, p) for t, p in prompts if a < t < b]
+    current = first or (before[-1] if before else inside[0][1] if inside else None)
+    segs: list[tuple[int, int, str | None]] = []
+    start = a
+    for t, p in inside:
+        if p != current:
+            segs.append((start, t, current))
+            start, current = t, p
+    segs.append((start, b, current))
+    return segs
+
+
+def _episode_windows(bag: BagContent, default_prompt: str | None) -> list[tuple[int, int, str, bool | None, bool]]:
+    """[(start_ns, stop_ns, prompt, success, split_by_prompt)] of one bag.
+
+    Episodes: /pi0_episode marker pairs, else the whole bag; either is cut where the /prompt
+    text changes (unless the marker names its prompt). Prompts: the marker's, else
+    episode.json's (first piece), else the /prompt in effect. An explicit ``default_prompt``
+    (--prompt) labels every episode and wins over the bag's own prompts, with a warning.
+    """
     wins = []
     open_: tuple[int, dict] | None = None
     for t, m in sorted(bag.markers, key=lambda x: x[0]):
@@ -351,12 +414,20 @@ def _episode_windows(bag: BagContent, default_prompt: str | None) -> list[tuple[
         wins = [(bag.start_ns, bag.end_ns, None, ej.get("success"))]
     out = []
     for a, b, prompt, success in wins:
-        if not prompt:
-            prompt = ej.get("prompt") or next((p for t, p in reversed(bag.prompts) if t <= b), None) or default_prompt
-        if not prompt:
-            raise ConversionError(f"{bag.path}: no prompt for the episode at {a * 1e-9:.3f} s (no markers, episode.json or "
-                                  f"{PROMPT_TOPIC} messages): pass --prompt")
-        out.append((a, b, prompt, success))
+        segs = [(a, b, prompt)] if prompt else _prompt_segments(bag, a, b, ej.get("prompt"))
+        if len(segs) > 1:
+            logger.warning("%s: the %s prompt changes %d time(s) inside one episode: starting a new episode at each change",
+                           bag.path, PROMPT_TOPIC, len(segs) - 1)
+        for k, (s0, s1, p) in enumerate(segs):
+            if default_prompt:
+                if p and p != default_prompt:
+                    logger.warning("%s: --prompt %r overrides the bag's prompt %r (%.2f-%.2f s)", bag.path,
+                                   default_prompt, p, (s0 - bag.start_ns) * 1e-9, (s1 - bag.start_ns) * 1e-9)
+                p = default_prompt
+            if not p:
+                raise ConversionError(f"{bag.path}: no prompt for the episode at {s0 * 1e-9:.3f} s (no markers, episode.json "
+                                      f"or {PROMPT_TOPIC} messages): pass --prompt")
+            out.append((s0, s1, p, success if k == len(segs) - 1 else None, len(segs) > 1))
     return out
 
 
@@ -376,7 +447,7 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
     tol_ns = int((image_tolerance if image_tolerance is not None else max_gap / 2) * 1e9)
     period_ns = 1e9 / fps
     plans: list[EpisodePlan] = []
-    for ei, (a, b, prompt, success) in enumerate(_episode_windows(bag, default_prompt)):
+    for ei, (a, b, prompt, success, split) in enumerate(_episode_windows(bag, default_prompt)):
         where = f"{bag.path}: episode {ei} ({(a - bag.start_ns) * 1e-9:.2f}-{(b - bag.start_ns) * 1e-9:.2f} s into the bag)"
         series: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         for d in emb.dims:
@@ -410,13 +481,18 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
         t0 = max(int(t[0]) for _, _, t in timed)
         t1 = min(int(t[-1]) for _, _, t in timed)
         if t1 - t0 < (min_frames - 1) * period_ns:
+            if split:
+                logger.warning("%s: dropping a %.3f s piece between prompt changes (< %d frames)", where,
+                               max(0, t1 - t0) * 1e-9, min_frames)
+                continue
             raise ConversionError(f"{where}: empty episode: the topics overlap for only {max(0, t1 - t0) * 1e-9:.3f} s "
                                   f"(< {min_frames} frames at {fps:g} fps)")
-        gaps = []
+        gaps = set()  # one per topic and gap, not one per joint of the topic
         for key, topic, t in timed:
             for g0, g1 in _gaps(t, max_gap_ns):
                 if g1 > t0 and g0 < t1:
-                    gaps.append((g0, g1, topic))
+                    gaps.add((g0, g1, topic))
+        gaps = sorted(gaps)
         if gaps and on_gap == "reject":
             g0, g1, topic = gaps[0]
             raise ConversionError(f"{where}: time gap of {(g1 - g0) * 1e-9:.2f} s on {topic} at "
@@ -475,21 +551,37 @@ def _decode(store: Any, msgtype: str, raw: bytes) -> np.ndarray:
     return decode_raw(int(msg.height), int(msg.width), str(msg.encoding), int(msg.step), bool(msg.is_bigendian), msg.data)
 
 
-def _encode(rgb: np.ndarray, ext: str, quality: int) -> bytes:
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == "jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    ok, buf = cv2.imencode("." + ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+def _encode_png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
-        raise ConversionError(f"cannot encode a {ext} image")
+        raise ConversionError("cannot encode a png image")
     return buf.tobytes()
 
 
-class _ImageStats:
-    """Per-channel running mean/std/min/max in [0, 1] (LeRobot's image stats, shape (3, 1, 1)).
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)   # LeRobot's DEFAULT_QUANTILES -> q01, q10, q50, q90, q99
+QUANTILE_KEYS = tuple(f"q{int(round(q * 100)):02d}" for q in QUANTILES)
 
-    Like LeRobot, the statistics are taken on a downsampled copy (every 4th pixel per axis).
+
+def vector_stats(x: np.ndarray) -> dict[str, Any]:
+    """LeRobot's per-feature statistics over axis 0 of (N, d): min, max, mean, std, count, q01..q99."""
+    x = np.asarray(x, dtype=np.float64)
+    out: dict[str, Any] = {"min": x.min(0).tolist(), "max": x.max(0).tolist(), "mean": x.mean(0).tolist(),
+                           "std": x.std(0).tolist(), "count": [int(x.shape[0])]}
+    qs = np.quantile(x, QUANTILES, axis=0)
+    for k, q in zip(QUANTILE_KEYS, qs):
+        out[k] = q.tolist()
+    return out
+
+
+class _ImageStats:
+    """Per-channel image statistics in [0, 1], shape (3, 1, 1), as LeRobot stores them.
+
+    Like LeRobot, pixels are taken from a downsampled copy (every 4th pixel per axis) and the
+    quantiles from a bounded sample of them.
     """
 
     def __init__(self) -> None:
+        self.frames = 0
         self.n = 0
         self.s = np.zeros(3)
         self.s2 = np.zeros(3)
@@ -498,37 +590,37 @@ class _ImageStats:
         self.samples: list[np.ndarray] = []
 
     def add(self, rgb: np.ndarray) -> None:
-        small = np.ascontiguousarray(rgb[::4, ::4])
-        mean, std = cv2.meanStdDev(small)
-        mean, std = mean.ravel() / 255.0, std.ravel() / 255.0
-        m = small.shape[0] * small.shape[1]
-        self.n += m
-        self.s += mean * m
-        self.s2 += (std**2 + mean**2) * m
-        flat = small.reshape(-1, 3)
-        self.lo = np.minimum(self.lo, flat.min(0) / 255.0)
-        self.hi = np.maximum(self.hi, flat.max(0) / 255.0)
+        flat = np.ascontiguousarray(rgb[::4, ::4]).reshape(-1, 3).astype(np.float64) / 255.0
+        self.frames += 1
+        self.n += flat.shape[0]
+        self.s += flat.sum(0)
+        self.s2 += (flat ** 2).sum(0)
+        self.lo = np.minimum(self.lo, flat.min(0))
+        self.hi = np.maximum(self.hi, flat.max(0))
         if len(self.samples) < 200:
-            self.samples.append(flat[::7].astype(np.float64) / 255.0)
+            self.samples.append(flat[::7])
 
-    def result(self, frames: int) -> dict[str, Any]:
+    def merge(self, other: "_ImageStats") -> None:
+        self.frames += other.frames
+        self.n += other.n
+        self.s += other.s
+        self.s2 += other.s2
+        self.lo = np.minimum(self.lo, other.lo)
+        self.hi = np.maximum(self.hi, other.hi)
+        self.samples += other.samples
+
+    def result(self) -> dict[str, Any]:
         mean = self.s / max(self.n, 1)
         std = np.sqrt(np.maximum(self.s2 / max(self.n, 1) - mean**2, 0.0))
         sub = np.concatenate(self.samples) if self.samples else np.zeros((1, 3))
-        q = np.quantile(sub, [0.01, 0.99], axis=0)
+        qs = np.quantile(sub, QUANTILES, axis=0)
 
         def c(v: np.ndarray) -> list:
             return [[[float(x)]] for x in v]
-        return {"mean": c(mean), "std": c(std), "min": c(self.lo), "max": c(self.hi), "q01": c(q[0]), "q99": c(q[1]),
-                "count": [frames]}
-
-
-def vector_stats(x: np.ndarray) -> dict[str, Any]:
-    """mean, std, min, max, q01, q99, count over axis 0 of (N, d)."""
-    x = np.asarray(x, dtype=np.float64)
-    return {"mean": x.mean(0).tolist(), "std": x.std(0).tolist(), "min": x.min(0).tolist(), "max": x.max(0).tolist(),
-            "q01": np.quantile(x, 0.01, axis=0).tolist(), "q99": np.quantile(x, 0.99, axis=0).tolist(),
-            "count": [int(x.shape[0])]}
+        out = {"min": c(self.lo), "max": c(self.hi), "mean": c(mean), "std": c(std), "count": [self.frames]}
+        for k, q in zip(QUANTILE_KEYS, qs):
+            out[k] = c(q)
+        return out
 
 
 def model_norm_stats(emb: Embodiment, state: np.ndarray, action: np.ndarray) -> dict[str, NormStats]:
@@ -547,32 +639,92 @@ def model_norm_stats(emb: Embodiment, state: np.ndarray, action: np.ndarray) -> 
     return out
 
 
-class DatasetWriter:
-    """Streams episodes into the v3 layout; `finish` writes meta/ and the statistics."""
+# LeRobot 0.6.x's default RGB video encoder (lerobot/configs/video.py): AV1 in yuv420p, GOP 2.
+VIDEO_CODEC = "libsvtav1"
+VIDEO_PIX_FMT = "yuv420p"
+VIDEO_OPTIONS = {"g": "2", "crf": "30", "preset": "12"}
 
-    def __init__(self, root: Path, emb: Embodiment, fps: float, image_format: str = "jpg", jpeg_quality: int = 95,
-                 data_file_size_mb: float = DATA_FILE_SIZE_MB) -> None:
-        self.root, self.emb, self.fps = root, emb, fps
-        self.ext = {"jpg": "jpg", "jpeg": "jpg", "png": "png"}[image_format]
-        self.quality = jpeg_quality
-        self.max_file_bytes = int(data_file_size_mb * 2**20)
+
+class _VideoSink:
+    """One mp4 per camera (all episodes back to back, frame k at pts k, time base 1/fps), via PyAV."""
+
+    def __init__(self, path: Path, fps: int, size: int) -> None:
+        try:
+            import av  # optional dependency: only --video needs it
+        except ImportError as e:
+            raise ConversionError(f"--video needs PyAV (requirements/lock.txt pins av): {e}") from e
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.av = av
+        self.path = path
+        self.container = av.open(str(path), "w")
+        self.stream = self.container.add_stream(VIDEO_CODEC, rate=fps, options=dict(VIDEO_OPTIONS))
+        self.stream.pix_fmt = VIDEO_PIX_FMT
+        self.stream.width = self.stream.height = size
+        self.frames = 0
+
+    def add(self, rgb: np.ndarray) -> None:
+        frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+class DatasetWriter:
+    """Streams episodes into the LeRobot v3.0 layout; `finish` writes meta/ and the statistics.
+
+    Images are embedded in the data parquet as PNG bytes (LeRobot's image features), or with
+    ``video=True`` encoded into one AV1 mp4 per camera (LeRobot's video features).
+    """
+
+    def __init__(self, root: Path, emb: Embodiment, fps: float, data_file_size_mb: int = DATA_FILE_SIZE_MB,
+                 video: bool = False) -> None:
+        if abs(fps - round(fps)) > 1e-9 or fps <= 0:
+            raise ConversionError(f"fps must be a positive integer for a LeRobot dataset, got {fps:g}")
+        self.root, self.emb, self.fps = root, emb, int(round(fps))
+        self.video = video
+        self.data_file_size_mb = int(data_file_size_mb)
+        self.max_file_bytes = self.data_file_size_mb * 2**20
         n = emb.num_dims
         self.slots = emb.camera_slots()
         fields = [pa.field("observation.state", pa.list_(pa.float32(), n)), pa.field("action", pa.list_(pa.float32(), n))]
         img_t = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
-        fields += [pa.field(image_key(s), img_t) for s in self.slots]
+        if not video:
+            fields += [pa.field(image_key(s), img_t) for s in self.slots]
         fields += [pa.field("timestamp", pa.float32()), pa.field("frame_index", pa.int64()),
                    pa.field("episode_index", pa.int64()), pa.field("index", pa.int64()), pa.field("task_index", pa.int64())]
-        self.schema = pa.schema(fields)
+        self.schema = pa.schema(fields).with_metadata({"huggingface": json.dumps({"info": {"features": self._hf_features()}})})
         self.tasks: dict[str, int] = {}
         self.episodes: list[dict[str, Any]] = []
         self.states: list[np.ndarray] = []
         self.actions: list[np.ndarray] = []
-        self.img_stats = {s: _ImageStats() for s in self.slots}
+        self.img_stats: dict[tuple[int, str], _ImageStats] = defaultdict(_ImageStats)
+        self.pngs: dict[tuple[int, str], dict[int, bytes]] = defaultdict(dict)
+        self.videos: dict[str, _VideoSink] = {}
+        self.video_next: dict[tuple[int, str], int] = defaultdict(int)
         self.total = 0
         self._file = (0, 0)
         self._writer: pq.ParquetWriter | None = None
         self._file_bytes = 0
+
+    def _hf_features(self) -> dict[str, Any]:
+        """The `huggingface` schema metadata LeRobot's parquet files carry (datasets.Features)."""
+        n = self.emb.num_dims
+        vec = {"feature": {"dtype": "float32", "_type": "Value"}, "length": n, "_type": "List"}
+        f: dict[str, Any] = {}
+        if not self.video:
+            f.update({image_key(s): {"_type": "Image"} for s in self.slots})
+        f["observation.state"] = vec
+        f["action"] = vec
+        f["timestamp"] = {"dtype": "float32", "_type": "Value"}
+        for k in ("frame_index", "episode_index", "index", "task_index"):
+            f[k] = {"dtype": "int64", "_type": "Value"}
+        return f
 
     # -- data files
     def _data_path(self) -> Path:
@@ -595,22 +747,27 @@ class DatasetWriter:
         self._file_bytes += table.nbytes
         return self._file
 
-    def image_path(self, slot: str, episode: int, frame: int) -> str:
-        return IMAGE_PATH.format(image_key=image_key(slot), episode_index=episode, frame_index=frame, ext=self.ext)
-
     def new_episode_index(self) -> int:
         return len(self.episodes)
 
-    def write_image(self, rel: str, rgb224: np.ndarray, slot: str, encoded: bytes | None = None) -> bytes:
-        p = self.root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        data = encoded if encoded is not None else _encode(rgb224, self.ext, self.quality)
-        p.write_bytes(data)
-        self.img_stats[slot].add(rgb224)
-        return data
+    def add_image(self, slot: str, episode: int, frame: int, rgb224: np.ndarray, png: bytes | None = None) -> bytes | None:
+        """Frame ``frame`` of ``episode`` for camera ``slot`` (frames of a camera arrive in order)."""
+        self.img_stats[(episode, slot)].add(rgb224)
+        if self.video:
+            if frame != self.video_next[(episode, slot)]:
+                raise ConversionError(f"internal: camera {slot} frame {frame} of episode {episode} out of order")
+            if slot not in self.videos:
+                self.videos[slot] = _VideoSink(self.root / VIDEO_PATH.format(video_key=image_key(slot), chunk_index=0,
+                                                                             file_index=0), self.fps, IMAGE_SIZE)
+            self.videos[slot].add(rgb224)
+            self.video_next[(episode, slot)] += 1
+            return None
+        png = png if png is not None else _encode_png(rgb224)
+        self.pngs[(episode, slot)][frame] = png
+        return png
 
     def add_episode(self, plan: EpisodePlan) -> int:
-        """Rows of one episode (its images must already be written by the caller)."""
+        """Rows of one episode (its images must already be added by the caller)."""
         ep = len(self.episodes)
         F = plan.state.shape[0]
         task = self.tasks.setdefault(plan.prompt, len(self.tasks))
@@ -618,9 +775,14 @@ class DatasetWriter:
             "observation.state": pa.FixedSizeListArray.from_arrays(pa.array(plan.state.astype(np.float32).ravel()), self.emb.num_dims),
             "action": pa.FixedSizeListArray.from_arrays(pa.array(plan.action.astype(np.float32).ravel()), self.emb.num_dims),
         }
-        for s in self.slots:
-            cols[image_key(s)] = [{"bytes": None, "path": self.image_path(s, ep, k)} for k in range(F)]
-        cols["timestamp"] = pa.array((np.arange(F) / self.fps).astype(np.float32))
+        if not self.video:
+            for s in self.slots:
+                pngs = self.pngs.pop((ep, s), {})
+                if len(pngs) != F:
+                    raise ConversionError(f"internal: episode {ep} camera {s}: {len(pngs)} of {F} images")
+                cols[image_key(s)] = [{"bytes": pngs[k], "path": f"frame-{k:06d}.png"} for k in range(F)]
+        ts = (np.arange(F) / self.fps).astype(np.float32)
+        cols["timestamp"] = pa.array(ts)
         cols["frame_index"] = pa.array(np.arange(F, dtype=np.int64))
         cols["episode_index"] = pa.array(np.full(F, ep, dtype=np.int64))
         cols["index"] = pa.array(np.arange(self.total, self.total + F, dtype=np.int64))
@@ -628,83 +790,141 @@ class DatasetWriter:
         table = pa.table({f.name: pa.array(cols[f.name], type=f.type) if isinstance(cols[f.name], list) else cols[f.name]
                           for f in self.schema}, schema=self.schema)
         chunk, file = self._write_rows(table)
-        self.episodes.append({
+        row: dict[str, Any] = {
             "episode_index": ep, "tasks": [plan.prompt], "length": F,
             "data/chunk_index": chunk, "data/file_index": file,
             "dataset_from_index": self.total, "dataset_to_index": self.total + F,
-            "meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
-            "success": plan.success, "action_source": plan.action_source, "source_bag": str(plan.bag),
-            "source_start_ns": int(plan.frame_times[0]), "source_end_ns": int(plan.frame_times[-1]),
-        })
+        }
+        if self.video:
+            for s in self.slots:
+                k = image_key(s)
+                if self.video_next[(ep, s)] != F:
+                    raise ConversionError(f"internal: episode {ep} camera {s}: {self.video_next[(ep, s)]} of {F} video frames")
+                start = self.videos[s].frames - F
+                row.update({f"videos/{k}/chunk_index": 0, f"videos/{k}/file_index": 0,
+                            f"videos/{k}/from_timestamp": start / self.fps, f"videos/{k}/to_timestamp": (start + F) / self.fps})
+        ep_stats = self._frame_stats(plan.state, plan.action, ts, np.arange(F), np.full(F, ep), np.arange(self.total, self.total + F),
+                                     np.full(F, task))
+        for s in self.slots:
+            st = self.img_stats[(ep, s)]
+            ep_stats[image_key(s)] = st.result()
+            # Keep a few pixel samples per episode for the dataset's quantiles (bounded memory).
+            st.samples = [x[::4].astype(np.float32) for x in st.samples[:: max(1, len(st.samples) // 4)][:4]]
+        for feat, st in ep_stats.items():
+            for k, v in st.items():
+                row[f"stats/{feat}/{k}"] = v
+        row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+        # pi0_ros provenance (LeRobot ignores extra episode columns).
+        row.update({"success": plan.success, "action_source": plan.action_source, "source_bag": str(plan.bag),
+                    "source_start_ns": int(plan.frame_times[0]), "source_end_ns": int(plan.frame_times[-1])})
+        self.episodes.append(row)
         self.states.append(plan.state)
         self.actions.append(plan.action)
         self.total += F
         return ep
 
+    def _frame_stats(self, state, action, ts, frame_idx, ep_idx, index, task_idx) -> dict[str, Any]:
+        return {"observation.state": vector_stats(state), "action": vector_stats(action),
+                "timestamp": vector_stats(np.asarray(ts, dtype=np.float64)[:, None]),
+                "frame_index": vector_stats(np.asarray(frame_idx)[:, None]),
+                "episode_index": vector_stats(np.asarray(ep_idx)[:, None]),
+                "index": vector_stats(np.asarray(index)[:, None]),
+                "task_index": vector_stats(np.asarray(task_idx)[:, None])}
+
+    def features(self) -> dict[str, Any]:
+        """meta/info.json features, in LeRobot's order (the dataset's own, then the defaults)."""
+        n = self.emb.num_dims
+        features: dict[str, Any] = {}
+        for s in self.slots:
+            f: dict[str, Any] = {"dtype": "video" if self.video else "image", "shape": [IMAGE_SIZE, IMAGE_SIZE, 3],
+                                 "names": ["height", "width", "channels"]}
+            if self.video:
+                f["info"] = {"video.height": IMAGE_SIZE, "video.width": IMAGE_SIZE, "video.codec": "av1",
+                             "video.pix_fmt": VIDEO_PIX_FMT, "video.is_depth_map": False, "video.fps": self.fps,
+                             "video.channels": 3, "has_audio": False}
+            features[image_key(s)] = f
+        features["observation.state"] = {"dtype": "float32", "shape": [n], "names": self.emb.dim_names}
+        features["action"] = {"dtype": "float32", "shape": [n], "names": self.emb.dim_names}
+        for k, dt in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"),
+                      ("task_index", "int64")):
+            features[k] = {"dtype": dt, "shape": [1], "names": None}
+        return features
+
     def finish(self, extra_info: dict[str, Any]) -> dict[str, Any]:
         if self._writer is not None:
             self._writer.close()
+        for sink in self.videos.values():
+            sink.close()
         if not self.episodes:
             raise ConversionError("no episodes to write")
         meta = self.root / "meta"
         (meta / "episodes" / "chunk-000").mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(self.episodes), self.root / EPISODES_PATH.format(chunk_index=0, file_index=0))
-        tasks = sorted(self.tasks.items(), key=lambda kv: kv[1])
-        pq.write_table(pa.table({"task_index": pa.array([i for _, i in tasks], pa.int64()),
-                                 "task": pa.array([t for t, _ in tasks], pa.string())}), meta / "tasks.parquet")
+        eps = pa.Table.from_pylist(self.episodes)
+        eps = eps.set_column(eps.schema.get_field_index("success"), "success", pa.array([e["success"] for e in self.episodes], pa.bool_()))
+        pq.write_table(eps, self.root / EPISODES_PATH.format(chunk_index=0, file_index=0))
+        write_tasks(meta / "tasks.parquet", sorted(self.tasks, key=self.tasks.__getitem__))
         state = np.concatenate(self.states)
         action = np.concatenate(self.actions)
         ep_idx = np.concatenate([np.full(e["length"], e["episode_index"]) for e in self.episodes])
         frame_idx = np.concatenate([np.arange(e["length"]) for e in self.episodes])
-        stats = {"observation.state": vector_stats(state), "action": vector_stats(action),
-                 "timestamp": vector_stats((frame_idx / self.fps)[:, None]),
-                 "frame_index": vector_stats(frame_idx[:, None]), "episode_index": vector_stats(ep_idx[:, None]),
-                 "index": vector_stats(np.arange(self.total)[:, None]),
-                 "task_index": vector_stats(np.asarray([self.tasks[e["tasks"][0]] for e in self.episodes
-                                                        for _ in range(e["length"])])[:, None])}
+        task_idx = np.concatenate([np.full(e["length"], self.tasks[e["tasks"][0]]) for e in self.episodes])
+        stats = {}
         for s in self.slots:
-            stats[image_key(s)] = self.img_stats[s].result(self.total)
-        (meta / "stats.json").write_text(json.dumps(stats, indent=2))
+            agg = _ImageStats()
+            for e in self.episodes:
+                agg.merge(self.img_stats[(e["episode_index"], s)])
+            stats[image_key(s)] = agg.result()
+        stats.update(self._frame_stats(state, action, (frame_idx / self.fps).astype(np.float32), frame_idx, ep_idx,
+                                       np.arange(self.total), task_idx))
+        (meta / "stats.json").write_text(json.dumps(stats, indent=4))
         save_norm_stats(self.root / NORM_STATS_FILE, model_norm_stats(self.emb, state, action))
-        sources = sorted({e["action_source"] for e in self.episodes})
-        n = self.emb.num_dims
-        features: dict[str, Any] = {
-            "observation.state": {"dtype": "float32", "shape": [n], "names": self.emb.dim_names},
-            "action": {"dtype": "float32", "shape": [n], "names": self.emb.dim_names},
-        }
-        for s in self.slots:
-            features[image_key(s)] = {"dtype": "image", "shape": [IMAGE_SIZE, IMAGE_SIZE, 3], "names": ["height", "width", "channels"]}
-        for k, dt in (("timestamp", "float32"), ("frame_index", "int64"), ("episode_index", "int64"), ("index", "int64"), ("task_index", "int64")):
-            features[k] = {"dtype": dt, "shape": [1], "names": None}
-        info = {
+        info = {  # exactly the keys and types LeRobot 0.6.x writes (lerobot.datasets.utils.DatasetInfo)
             "codebase_version": CODEBASE_VERSION,
-            "robot_type": self.emb.name,
+            "fps": self.fps,
+            "features": self.features(),
             "total_episodes": len(self.episodes),
             "total_frames": self.total,
             "total_tasks": len(self.tasks),
             "chunks_size": CHUNKS_SIZE,
-            "data_files_size_in_mb": self.max_file_bytes / 2**20,
-            "video_files_size_in_mb": 0,
-            "fps": self.fps,
-            "splits": {"train": f"0:{len(self.episodes)}"},
+            "data_files_size_in_mb": self.data_file_size_mb,
+            "video_files_size_in_mb": VIDEO_FILE_SIZE_MB,
             "data_path": DATA_PATH,
-            "video_path": None,
-            "image_path": IMAGE_PATH,
-            "features": features,
-            "pi0_ros": {
-                "embodiment": self.emb.name,
-                "asset_id": self.emb.asset_id,
-                "action_source": sources[0] if len(sources) == 1 else "mixed",
-                "units": "robot (joints rad, grippers driver units, base m/s rad/s); norm_stats.json is in model convention",
-                "dims": [{"name": d.name, "kind": d.kind, "slot": d.slot, "open": d.open, "closed": d.closed} for d in self.emb.dims],
-                "camera_slots": self.slots,
-                "image_size": IMAGE_SIZE,
-                "norm_stats": NORM_STATS_FILE,
-                **extra_info,
-            },
+            "video_path": VIDEO_PATH if self.video else None,
+            "robot_type": self.emb.name,
+            "splits": {"train": f"0:{len(self.episodes)}"},
         }
-        (meta / "info.json").write_text(json.dumps(info, indent=2))
-        return info
+        (meta / "info.json").write_text(json.dumps(info, indent=4))
+        sources = sorted({e["action_source"] for e in self.episodes})
+        ours = {
+            "embodiment": self.emb.name,
+            "asset_id": self.emb.asset_id,
+            "action_source": sources[0] if len(sources) == 1 else "mixed",
+            "units": "robot (joints rad, grippers driver units, base m/s rad/s); norm_stats.json is in model convention",
+            "dims": [{"name": d.name, "kind": d.kind, "slot": d.slot, "open": d.open, "closed": d.closed} for d in self.emb.dims],
+            "cameras": {image_key(s): s for s in self.slots},
+            "state": "observation.state",
+            "action": "action",
+            "image_size": IMAGE_SIZE,
+            "norm_stats": NORM_STATS_FILE,
+            **extra_info,
+        }
+        (meta / PI0_META).write_text(json.dumps(ours, indent=2))
+        return {**info, "pi0_ros": ours}
+
+
+def write_tasks(path: Path, tasks: list[str]) -> None:
+    """meta/tasks.parquet as LeRobot writes it: a pandas frame indexed by `task` with a task_index column."""
+    pandas_meta = {
+        "index_columns": ["task"],
+        "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
+                            "metadata": {"encoding": "UTF-8"}}],
+        "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64",
+                     "metadata": None},
+                    {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}],
+        "attributes": {}, "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.3.3",
+    }
+    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
+    pq.write_table(table.replace_schema_metadata({"pandas": json.dumps(pandas_meta)}), path)
 
 
 def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index: list[tuple[int, EpisodePlan]],
@@ -724,7 +944,7 @@ def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index
         conns = [c for c in reader.connections if c.topic in topic_slot]
         ordinal = defaultdict(int)
         bar = tqdm(total=total, desc=f"images {bag_path.name}", unit="frame", disable=not progress, leave=False)
-        for conn, _, raw in reader.messages(conns):
+        for conn, _, raw in _messages(bag_path, reader, conns):
             slot = topic_slot[conn.topic]
             o = ordinal[slot]
             ordinal[slot] += 1
@@ -737,44 +957,63 @@ def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index
                 raise ConversionError(f"{bag_path}: topic {conn.topic}: message {o}: cannot decode image: {e}") from e
             small = resize_with_pad(rgb, IMAGE_SIZE, IMAGE_SIZE)
             enc = None
-            for ep, k in dests:
-                enc = writer.write_image(writer.image_path(slot, ep, k), small, slot, enc)
+            for ep, k in sorted(dests):
+                enc = writer.add_image(slot, ep, k, small, enc)
             bar.update(len(dests))
         bar.close()
 
 
 def convert(bags: list[str | Path], embodiment: str | Embodiment, out: str | Path, *, fps: float | None = None,
             actions: str = "auto", max_gap: float = 0.5, image_tolerance: float | None = None, on_gap: str = "split",
-            min_frames: int = 2, prompt: str | None = None, time_source: str = "auto", image_format: str = "jpg",
-            success_only: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+            min_frames: int = 2, prompt: str | None = None, time_source: str = "auto",
+            success_only: bool = False, overwrite: bool = False, progress: bool = True, video: bool = False) -> dict[str, Any]:
     """Convert bags into one dataset at ``out``; returns a summary (also in meta/info.json)."""
     emb = load_embodiment(embodiment) if isinstance(embodiment, (str, Path)) else embodiment
     fps = float(fps or emb.control_rate_hz)
+    if abs(fps - round(fps)) > 1e-9:
+        raise ConversionError(f"--fps {fps:g}: LeRobot datasets need an integer frame rate")
     root = Path(out)
-    if root.exists() and any(root.iterdir()):
-        if not overwrite:
-            raise ConversionError(f"{root} exists and is not empty (use --overwrite)")
-        shutil.rmtree(root)
-    root.mkdir(parents=True, exist_ok=True)
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        raise ConversionError(f"{root} exists and is not empty (use --overwrite)")
     paths = find_bags(bags)
     t_start = time.perf_counter()
-    writer = DatasetWriter(root, emb, fps, image_format)
+    # Pass 0 + 1 over EVERY bag before anything is written: integrity, topics, episodes.
+    planned: list[tuple[Path, list[EpisodePlan]]] = []
     skipped = []
-    for path in tqdm(paths, desc="bags", unit="bag", disable=not progress or len(paths) < 2):
+    for path in tqdm(paths, desc="check", unit="bag", disable=not progress or len(paths) < 2):
+        check_bag(path)
         content = read_bag(path, emb, time_source, progress)
         plans = plan_episodes(content, emb, fps, actions, max_gap, image_tolerance, on_gap, min_frames, prompt)
         if success_only:
             skipped += [str(p.bag) for p in plans if p.success is False]
             plans = [p for p in plans if p.success is not False]
-        indexed = [(writer.new_episode_index() + i, p) for i, p in enumerate(plans)]
-        write_episode_images(writer, path, indexed, emb, progress)
-        for _, p in indexed:
-            writer.add_episode(p)
-            logger.info("%s -> episode %d: %d frames, actions from %s, prompt %r%s",
-                        p.bag, writer.episodes[-1]["episode_index"], p.state.shape[0], p.action_source, p.prompt, p.note)
+        planned.append((path, plans))
+    if not any(plans for _, plans in planned):
+        raise ConversionError("no episodes to write")
+    # Pass 2 into a temporary directory next to the output, renamed on success.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        writer = DatasetWriter(tmp, emb, fps, video=video)
+        for path, plans in tqdm(planned, desc="bags", unit="bag", disable=not progress or len(paths) < 2):
+            indexed = [(writer.new_episode_index() + i, p) for i, p in enumerate(plans)]
+            write_episode_images(writer, path, indexed, emb, progress)
+            for _, p in indexed:
+                writer.add_episode(p)
+                logger.info("%s -> episode %d: %d frames, actions from %s, prompt %r%s",
+                            p.bag, writer.episodes[-1]["episode_index"], p.state.shape[0], p.action_source, p.prompt, p.note)
+        info = writer.finish({"source_bags": [str(p) for p in paths], "time_source": time_source,
+                              "max_gap_s": max_gap, "on_gap": on_gap, "actions_requested": actions})
+        if root.exists():
+            shutil.rmtree(root)
+        os.replace(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     elapsed = time.perf_counter() - t_start
-    info = writer.finish({"source_bags": [str(p) for p in paths], "time_source": time_source,
-                          "max_gap_s": max_gap, "on_gap": on_gap, "actions_requested": actions})
     return {"out": str(root), "episodes": info["total_episodes"], "frames": info["total_frames"], "fps": fps,
             "action_source": info["pi0_ros"]["action_source"],
             "episode_action_sources": {e["episode_index"]: e["action_source"] for e in writer.episodes},
@@ -790,14 +1029,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=None, help="frame rate (default: the embodiment's control rate)")
     parser.add_argument("--actions", choices=ACTION_SOURCES, default="auto",
                         help="action labels: recorded commands, the next state, or auto (commands when recorded)")
-    parser.add_argument("--prompt", default=None, help="prompt for bags that carry none")
+    parser.add_argument("--prompt", default=None,
+                        help="prompt of every episode: needed for bags that carry none, and wins (with a warning) "
+                             "over a bag's own markers, episode.json and /prompt")
     parser.add_argument("--max-gap", type=float, default=0.5, help="s of silence on a topic that counts as a gap")
     parser.add_argument("--on-gap", choices=("split", "reject"), default="split", help="split episodes at gaps, or reject the bag")
     parser.add_argument("--image-tolerance", type=float, default=None, help="max s between a frame and its camera image (default max-gap/2)")
     parser.add_argument("--min-frames", type=int, default=2, help="drop episodes (pieces) shorter than this")
     parser.add_argument("--time-source", choices=("auto", "header", "bag"), default="auto",
                         help="header stamps or bag receive times (auto: header unless the clocks disagree)")
-    parser.add_argument("--image-format", choices=("jpg", "png"), default="jpg", help="image files (jpg quality 95 or png)")
+    parser.add_argument("--video", action="store_true",
+                        help="store cameras as AV1 mp4 videos (LeRobot video features; needs PyAV) instead of PNG bytes in the parquet")
     parser.add_argument("--success-only", action="store_true", help="skip episodes tagged success=false")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -808,7 +1050,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = convert(args.bags, args.embodiment, args.out, fps=args.fps, actions=args.actions, max_gap=args.max_gap,
                           image_tolerance=args.image_tolerance, on_gap=args.on_gap, min_frames=args.min_frames,
-                          prompt=args.prompt, time_source=args.time_source, image_format=args.image_format,
+                          prompt=args.prompt, time_source=args.time_source, video=args.video,
                           success_only=args.success_only, overwrite=args.overwrite, progress=not args.quiet)
     except ConversionError as e:
         print(f"bag2dataset: error: {e}", file=sys.stderr)

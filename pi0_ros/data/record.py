@@ -37,10 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rosbags.rosbag2 import Writer
 
 from pi0_ros.data import bagio
-from pi0_ros.data.topics import EPISODE_TOPIC, STRING, RecordTopic
+from pi0_ros.data.topics import EPISODE_TOPIC, PROMPT_TOPIC, STRING, RecordTopic
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +99,11 @@ class EpisodeInfo:
 class EpisodeWriter:
     """One episode's bag: a queue filled by callbacks and a thread that writes it to disk."""
 
-    def __init__(self, info: EpisodeInfo, topics: list[RecordTopic], max_queue_bytes: int) -> None:
+    def __init__(self, info: EpisodeInfo, topics: list[RecordTopic], max_queue_bytes: int,
+                 offered_qos: dict[str, list] | None = None) -> None:
         self.info = info
         self.topics = topics
+        self.offered_qos = offered_qos if offered_qos is not None else {}
         self.max_queue_bytes = max_queue_bytes
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued_bytes = 0
@@ -154,11 +155,19 @@ class EpisodeWriter:
         info = self.info
         try:
             store = bagio.typestore()
-            writer = Writer(info.path, version=9, storage_plugin=bagio.storage_plugin(info.storage))
+            writer = bagio.open_writer(info.path, info.storage)  # chunk CRCs, type hashes, ros_distro (rosbag2's)
             writer.open()
-            conns = {t.topic: writer.add_connection(t.topic, t.msgtype, typestore=store) for t in self.topics}
-            if EPISODE_TOPIC not in conns:
-                conns[EPISODE_TOPIC] = writer.add_connection(EPISODE_TOPIC, STRING, typestore=store)
+            types = {t.topic: t.msgtype for t in self.topics}
+            types.setdefault(EPISODE_TOPIC, STRING)
+            conns: dict[str, Any] = {}
+
+            def conn(topic: str) -> Any:
+                """Topics enter the bag with their first message, with the QoS their publishers offer (as rosbag2)."""
+                c = conns.get(topic)
+                if c is None:
+                    c = conns[topic] = writer.add_connection(topic, types[topic], typestore=store,
+                                                             offered_qos_profiles=list(self.offered_qos.get(topic, ())))
+                return c
             string_cls = store.types[STRING]
         except Exception as e:  # noqa: BLE001 - reported to the caller through info.error
             info.error = f"{type(e).__name__}: {e}"
@@ -168,7 +177,7 @@ class EpisodeWriter:
 
         def marker(event: str, t_ns: int, **kw: Any) -> None:
             raw = store.serialize_cdr(string_cls(data=marker_payload(event, info.episode_index, **kw)), STRING)
-            writer.write(conns[EPISODE_TOPIC], t_ns, bytes(raw))
+            writer.write(conn(EPISODE_TOPIC), t_ns, bytes(raw))
 
         try:
             marker("start", info.start_ns, prompt=info.prompt)
@@ -177,10 +186,14 @@ class EpisodeWriter:
                 if item is _STOP:
                     break
                 topic, t_ns, data = item
-                writer.write(conns[topic], t_ns, data)
+                writer.write(conn(topic), t_ns, data)
                 with self._lock:
                     self._queued_bytes -= len(data)
                 info.written[topic] += 1
+            if info.prompt and PROMPT_TOPIC in types and not info.written.get(PROMPT_TOPIC):
+                # Nobody published /prompt during the episode: record the episode's prompt there, at its start.
+                raw = store.serialize_cdr(string_cls(data=info.prompt), STRING)
+                writer.write(conn(PROMPT_TOPIC), info.start_ns, bytes(raw))
             marker("stop", max(info.stop_ns or 0, info.start_ns), success=info.success)
             for key, value in (("prompt", info.prompt), ("success", json.dumps(info.success)),
                                ("embodiment", info.embodiment), ("episode_index", str(info.episode_index))):
@@ -213,6 +226,11 @@ class EpisodeRecorder:
         self._writers: list[EpisodeWriter] = []
         self.idle: dict[str, int] = defaultdict(int)
         self._next_index = next_episode_index(self.out_dir)
+        self.offered_qos: dict[str, list] = {}  # topic -> rosbags Qos of its publishers (metadata.yaml)
+
+    def set_offered_qos(self, topic: str, profiles: list) -> None:
+        """The QoS profiles the publishers of ``topic`` offer (rosbags ``Qos``), as rosbag2 records them."""
+        self.offered_qos[topic] = list(profiles)
 
     @property
     def recording(self) -> bool:
@@ -234,7 +252,7 @@ class EpisodeRecorder:
             index = self._next_index
             path = self.out_dir / episode_dirname(index)
             info = EpisodeInfo(index, path, prompt, self.embodiment, self.storage, t_ns)
-            writer = EpisodeWriter(info, self.topics, self.max_queue_bytes)
+            writer = EpisodeWriter(info, self.topics, self.max_queue_bytes, self.offered_qos)
             self._next_index += 1
             self._current = writer
             self._writers.append(writer)

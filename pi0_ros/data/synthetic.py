@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Writer
 
 from pi0_ros.data import bagio
 from pi0_ros.data.record import EPISODE_JSON, marker_payload
@@ -58,9 +57,10 @@ def write_synthetic_bag(path: str | Path, embodiment: str | Embodiment, *, durat
                         success: bool | None = True, seed: int = 0, skip_topics: Iterable[str] = (),
                         gaps: Iterable[tuple[float, float]] = (), episode_json: bool = True, markers: bool = False,
                         image_size: tuple[int, int] = (48, 64), t0_ns: int = T0_NS,
-                        raw_encoding: str = "rgb8") -> Path:
+                        raw_encoding: str = "rgb8", prompt_changes: Iterable[tuple[float, str]] = ()) -> Path:
     """Write one episode bag. ``gaps``: (start s, end s) windows in which NO sensor or command
-    message is written; ``skip_topics``: topics never written; ``command_rate=None``: no commands."""
+    message is written; ``skip_topics``: topics never written; ``command_rate=None``: no commands;
+    ``prompt_changes``: (s, text) further /prompt messages."""
     emb = load_embodiment(embodiment) if isinstance(embodiment, str) else embodiment
     path = Path(path)
     store = bagio.typestore()
@@ -169,13 +169,15 @@ def write_synthetic_bag(path: str | Path, embodiment: str | Embodiment, *, durat
 
     if PROMPT_TOPIC not in skip:
         msgs.append((t0_ns, PROMPT_TOPIC, STRING, T[STRING](data=prompt)))
+        for t, text in prompt_changes:  # (s into the bag, new prompt)
+            msgs.append((t0_ns + int(round(t * 1e9)), PROMPT_TOPIC, STRING, T[STRING](data=text)))
     if markers:
         msgs.append((t0_ns, EPISODE_TOPIC, STRING, T[STRING](data=marker_payload("start", 0, prompt=prompt))))
         end = t0_ns + int(duration * 1e9) + 2 * LATENCY_NS
         msgs.append((end, EPISODE_TOPIC, STRING, T[STRING](data=marker_payload("stop", 0, success=success))))
 
     msgs.sort(key=lambda m: m[0])
-    writer = Writer(path, version=9, storage_plugin=bagio.storage_plugin(storage))
+    writer = bagio.open_writer(path, storage)  # chunk CRCs, type hashes, ros_distro: as rosbag2 writes
     writer.open()
     conns = {}
     for _, topic, typ, _ in msgs:

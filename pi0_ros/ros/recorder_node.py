@@ -46,6 +46,25 @@ def adapted_qos(infos: list[Any]) -> QoSProfile:
     )
 
 
+def bag_qos(profile: Any) -> Any:
+    """An rclpy QoSProfile as the rosbags ``Qos`` that metadata.yaml's offered_qos_profiles holds."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    def t(d: Any) -> QosTime:
+        ns = int(d.nanoseconds)
+        return QosTime(ns // 1_000_000_000, ns % 1_000_000_000)
+
+    def enum(cls: Any, value: Any) -> Any:
+        return cls.__members__.get(str(value.name).upper(), cls.UNKNOWN)
+
+    return Qos(history=enum(QosHistory, profile.history), depth=int(profile.depth),
+               reliability=enum(QosReliability, profile.reliability), durability=enum(QosDurability, profile.durability),
+               deadline=t(profile.deadline), lifespan=t(profile.lifespan),
+               liveliness=enum(QosLiveliness, profile.liveliness),
+               liveliness_lease_duration=t(profile.liveliness_lease_duration),
+               avoid_ros_namespace_conventions=bool(profile.avoid_ros_namespace_conventions))
+
+
 class RecorderNode(Node):
     """Record the embodiment's topics into per-episode bags; start/stop with ~/episode."""
 
@@ -93,6 +112,7 @@ class RecorderNode(Node):
                 self.subscribed[spec.topic] = None  # type: ignore[assignment] - do not retry
                 continue
             qos = adapted_qos(infos)
+            self.recorder.set_offered_qos(spec.topic, [bag_qos(i.qos_profile) for i in infos])
             self._subs.append(self.create_subscription(
                 message_class(spec.msgtype), spec.topic, self._callback(spec.topic), qos, raw=True,
                 callback_group=self._cb_group))

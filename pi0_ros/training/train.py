@@ -92,6 +92,7 @@ class TrainConfig:
     log_every: int = 1
     delta_actions: bool = False        # joints as offsets from the current state (openpi's ALOHA recipe)
     stop_after: int | None = None      # stop (as if interrupted) after this step; tests/debugging
+    dataset_map: str | None = None     # mapping YAML / embodiment for LeRobot datasets without meta/pi0_ros.json
 
 
 # ------------------------------------------------------------------------------ maths
@@ -125,6 +126,13 @@ def sample_time(batch: int, g: torch.Generator) -> torch.Tensor:
 def masked_loss(per_elem: torch.Tensor, mask: torch.Tensor, denom: torch.Tensor | float) -> torch.Tensor:
     """sum(per_elem * mask) / denom; mask (B, H, D) bool."""
     return (per_elem * mask).sum() / denom
+
+
+def _mapping_for(root: str, dataset_map: str | None) -> str | None:
+    """--dataset-map applies to datasets bag2dataset did not write (no meta/pi0_ros.json)."""
+    if dataset_map is None or (Path(root) / "meta" / "pi0_ros.json").is_file():
+        return None
+    return dataset_map
 
 
 def delta_mask(dataset: Pi0Dataset) -> np.ndarray:
@@ -406,7 +414,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
 
     model, tokenizer = build_model(cfg, device)
     config = model.config
-    datasets = [Pi0Dataset(d, chunk_size=config.chunk_size, convention="model") for d in cfg.datasets]
+    datasets = [Pi0Dataset(d, chunk_size=config.chunk_size, convention="model", mapping=_mapping_for(d, cfg.dataset_map))
+                for d in cfg.datasets]
     for d in datasets:
         extra = sorted(set(d.camera_slots) - set(config.camera_names))
         if extra:
@@ -560,7 +569,7 @@ def _all_reduce_grads(params: list[torch.nn.Parameter], bucket_elems: int = 25_0
 # ---------------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", nargs="+", action="extend", required=True, metavar="DIR",
-                        help="bag2dataset dataset directories (mixed with weights n^0.43)")
+                        help="bag2dataset or LeRobot v3.0 dataset directories (mixed with weights n^0.43)")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--init", metavar="CHECKPOINT", help="start from this pi0 checkpoint directory")
     src.add_argument("--preset", help="start from random weights of this preset (tiny, small, full)")
@@ -589,6 +598,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="learn joint actions as offsets from the current state (openpi's ALOHA recipe); "
                              "saved as assets/<asset_id>/delta_actions.json, the policy adds the state back")
     parser.add_argument("--log-every", type=int, default=1, help="write a log line every N steps")
+    parser.add_argument("--dataset-map", default=None, metavar="YAML|EMBODIMENT",
+                        help="for LeRobot datasets not written by bag2dataset: a mapping YAML (LeRobot feature names "
+                             "-> camera slots, dims) or an embodiment name/YAML; see pi0_ros/data/dataset.py")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -599,7 +611,8 @@ def run(args: argparse.Namespace) -> int:
                       freeze_vision=args.freeze_vision,
                       save_every=args.save_every, resume=args.resume, device=args.device,
                       num_workers=args.num_workers, chunk_size=args.chunk_size, action_dim=args.action_dim,
-                      num_cameras=args.num_cameras, log_every=args.log_every, delta_actions=args.delta_actions)
+                      num_cameras=args.num_cameras, log_every=args.log_every, delta_actions=args.delta_actions,
+                      dataset_map=args.dataset_map)
     summary = train(cfg)
     if _dist_env()[0] == 0:
         losses = summary.pop("losses")

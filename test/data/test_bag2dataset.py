@@ -50,19 +50,32 @@ def test_layout_and_info(dataset_dir):
     assert f["observation.images.base_0_rgb"]["shape"] == [224, 224, 3]
     for k in ("timestamp", "frame_index", "episode_index", "index", "task_index"):
         assert k in f
-    assert info["pi0_ros"]["action_source"] == "commands"
+    # Exactly LeRobot 0.6.x's info.json: its keys, ints where it writes ints, nothing of ours.
+    assert list(info) == ["codebase_version", "fps", "features", "total_episodes", "total_frames", "total_tasks",
+                          "chunks_size", "data_files_size_in_mb", "video_files_size_in_mb", "data_path", "video_path",
+                          "robot_type", "splits"]
+    for k in ("fps", "chunks_size", "data_files_size_in_mb", "video_files_size_in_mb", "total_frames"):
+        assert type(info[k]) is int and info[k] > 0, k
+    ours = json.loads((dataset_dir / "meta" / "pi0_ros.json").read_text())
+    assert ours["action_source"] == "commands" and ours["embodiment"] == EMB
     data = pq.read_table(dataset_dir / "data" / "chunk-000" / "file-000.parquet")
     assert data.num_rows == info["total_frames"]
     assert set(data.column_names) == set(f)
+    assert json.loads(data.schema.metadata[b"huggingface"])["info"]["features"]["observation.images.base_0_rgb"] == {"_type": "Image"}
     eps = pq.read_table(dataset_dir / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
     assert [e["success"] for e in eps] == [True, False]
     assert eps[0]["dataset_to_index"] == eps[1]["dataset_from_index"]
     assert sum(e["length"] for e in eps) == info["total_frames"]
-    tasks = pq.read_table(dataset_dir / "meta" / "tasks.parquet").to_pydict()
-    assert tasks["task"] == ["pick up the red cube", "stack the blue block"]
-    first = data.slice(0, 1).to_pylist()[0]
-    img_path = dataset_dir / first["observation.images.base_0_rgb"]["path"]
-    assert img_path.is_file() and img_path.suffix == ".jpg"
+    assert eps[0]["stats/action/q50"] and len(eps[0]["stats/observation.images.base_0_rgb/q10"]) == 3
+    assert eps[0]["stats/observation.state/count"] == [eps[0]["length"]]
+    # tasks.parquet: a pandas frame indexed by the task, as LeRobot reads it (task -> task_index).
+    t = pq.read_table(dataset_dir / "meta" / "tasks.parquet")
+    assert json.loads(t.schema.metadata[b"pandas"])["index_columns"] == ["task"]
+    assert t.to_pydict() == {"task_index": [0, 1], "task": ["pick up the red cube", "stack the blue block"]}
+    # Images: PNG bytes inside the parquet, no files beside it.
+    first = data.slice(0, 1).to_pylist()[0]["observation.images.base_0_rgb"]
+    assert first["bytes"][:8] == b"\x89PNG\r\n\x1a\n" and first["path"] == "frame-000000.png"
+    assert not (dataset_dir / "images").exists()
 
 
 def test_state_actions_and_images_are_synchronised(dataset_dir):
@@ -96,7 +109,8 @@ def test_stats_match_numpy(dataset_dir):
         np.testing.assert_allclose(s["min"], x.min(0), atol=1e-6)
         np.testing.assert_allclose(s["max"], x.max(0), atol=1e-6)
         np.testing.assert_allclose(s["q01"], np.quantile(x, 0.01, axis=0), atol=1e-5)
-        np.testing.assert_allclose(s["q99"], np.quantile(x, 0.99, axis=0), atol=1e-5)
+        for q in (0.01, 0.10, 0.50, 0.90, 0.99):
+            np.testing.assert_allclose(s[f"q{int(round(q * 100)):02d}"], np.quantile(x, q, axis=0), atol=1e-5)
         assert s["count"] == [len(x)]
     assert np.array(stats["observation.images.base_0_rgb"]["mean"]).shape == (3, 1, 1)
     norm = load_norm_stats(dataset_dir / "norm_stats.json")
@@ -193,3 +207,24 @@ def test_cli(two_bags, tmp_path, capsys):
     assert json.loads((tmp_path / "ds" / "meta" / "info.json").read_text())["fps"] == 10
     rc = cli_main(["bag2dataset", str(tmp_path / "nope"), "--embodiment", EMB, "--out", str(tmp_path / "x"), "--quiet"])
     assert rc == 1 and "no such bag" in capsys.readouterr().err
+
+
+def test_video_dataset_matches_the_png_one(two_bags, dataset_dir, tmp_path):
+    """--video: one AV1 mp4 per camera (PyAV), LeRobot's video features; frames decode back to the PNG frames."""
+    pytest.importorskip("av")
+    convert([two_bags], EMB, tmp_path / "v", video=True, progress=False)
+    info = json.loads((tmp_path / "v" / "meta" / "info.json").read_text())
+    f = info["features"]["observation.images.base_0_rgb"]
+    assert f["dtype"] == "video" and f["info"]["video.codec"] == "av1" and info["video_path"].endswith(".mp4")
+    assert (tmp_path / "v" / "videos" / "observation.images.base_0_rgb" / "chunk-000" / "file-000.mp4").is_file()
+    eps = pq.read_table(tmp_path / "v" / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
+    assert eps[1]["videos/observation.images.base_0_rgb/from_timestamp"] == pytest.approx(eps[0]["length"] / info["fps"])
+    data = pq.read_table(tmp_path / "v" / "data" / "chunk-000" / "file-000.parquet")
+    assert "observation.images.base_0_rgb" not in data.column_names
+    vid, png = Pi0Dataset(tmp_path / "v", chunk_size=2), Pi0Dataset(dataset_dir, chunk_size=2)
+    assert len(vid) == len(png)
+    for i in (0, 5, eps[0]["length"] - 1, eps[0]["length"], len(png) - 1):
+        for slot in ("base_0_rgb", "left_wrist_0_rgb"):
+            a = vid[i]["images"][slot].numpy().astype(float)
+            b = png[i]["images"][slot].numpy().astype(float)
+            assert np.abs(a - b).mean() < 3.0, (i, slot)

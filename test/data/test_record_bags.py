@@ -104,6 +104,7 @@ def test_recorder_node_on_a_real_graph(tmp_path):
         while time.monotonic() < end and not expected <= set(rec.subscribed):
             time.sleep(0.05)
         assert expected <= set(rec.subscribed), rec.pending_topics
+        assert rec.recorder.offered_qos["/prompt"][0].durability.name == "TRANSIENT_LOCAL"
         assert rec.subscribed["/prompt"].durability == DurabilityPolicy.TRANSIENT_LOCAL
         pubs = [*cams.values(), js, arm, grip]
         end = time.monotonic() + 5
@@ -158,6 +159,9 @@ def test_recorder_node_on_a_real_graph(tmp_path):
     assert meta["success"] is True and meta["prompt"] == "pick up the red cube"
     with Reader(bag) as r:
         assert {c.topic: c.msgcount for c in r.connections if c.topic in published} == published
+        for c in r.connections:  # every recorded topic carries its publishers' QoS, as rosbag2 writes it
+            if c.topic in published:
+                assert c.ext.offered_qos_profiles, c.topic
         store = bagio.typestore(r.connections)
         for c, _, d in r.messages([c for c in r.connections if c.topic == "/joint_states"]):
             msg = store.deserialize_cdr(d, c.msgtype)
@@ -186,7 +190,8 @@ def test_record_cli_runs_and_reports_counts(tmp_path, capsys):
     assert rc == 0 and summary["episodes"][0]["prompt"] == "wave" and summary["episodes"][0]["success"] is True
     assert set(summary["topics"]) == {t for t, _ in record_topics("ur5e")} - {EPISODE_TOPIC}
     with Reader(tmp_path / "episode_000000") as r:
-        assert r.message_count == 2  # the start and stop markers
+        assert r.message_count == 3  # the start and stop markers, and the prompt on /prompt
+        assert {c.topic for c in r.connections} == {EPISODE_TOPIC, "/prompt"}
 
 
 @pytest.mark.slow
@@ -203,3 +208,80 @@ def test_bench_record_loses_nothing_under_load():
     d = _json.loads(out.stdout.strip().splitlines()[-1])
     assert d["published"] > 10000 and d["lost"] == 0 and d["written"] == d["published"], d
     assert d["all_acked"], d  # the recorder acknowledged every reliable sample
+
+
+def _mcap_channels(path):
+    """{topic: channel metadata map} read straight from the mcap summary's channel records."""
+    import struct
+
+    data = path.read_bytes()
+    out, off = {}, 8
+    while off < len(data) - 8:
+        op, n = data[off], struct.unpack_from("<Q", data, off + 1)[0]
+        body = data[off + 9:off + 9 + n]
+        if op == 0x04:
+            p = 4
+            ln = struct.unpack_from("<I", body, p)[0]
+            topic = body[p + 4:p + 4 + ln].decode()
+            p += 4 + ln
+            p += 4 + struct.unpack_from("<I", body, p)[0]  # message encoding
+            end = p + 4 + struct.unpack_from("<I", body, p)[0]
+            p += 4
+            meta = {}
+            while p < end:
+                kl = struct.unpack_from("<I", body, p)[0]
+                k = body[p + 4:p + 4 + kl].decode()
+                p += 4 + kl
+                vl = struct.unpack_from("<I", body, p)[0]
+                meta[k] = body[p + 4:p + 4 + vl].decode()
+                p += 4 + vl
+            out[topic] = meta
+        if op == 0x02:
+            break
+        off += 9 + n
+    return out
+
+
+def test_bags_carry_what_rosbag2_writes(tmp_path, monkeypatch):
+    """Offered QoS per topic, the real ros_distro, type hashes on mcap channels, chunk CRCs, the prompt on /prompt."""
+    import yaml
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    monkeypatch.setenv("ROS_DISTRO", "kilted")
+    store = bagio.typestore()
+    specs = [t for t in record_topic_specs("ur5e") if t.topic != EPISODE_TOPIC]
+    zero = QosTime(0, 0)
+    latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, zero, zero,
+                  QosLiveliness.AUTOMATIC, zero, False)
+    JointState = store.types["sensor_msgs/msg/JointState"]
+    hdr = store.types["std_msgs/msg/Header"](stamp=store.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0), frame_id="")
+    raw = bytes(store.serialize_cdr(JointState(header=hdr, name=["a"], position=np.zeros(1), velocity=np.zeros(0),
+                                               effort=np.zeros(0)), "sensor_msgs/msg/JointState"))
+    rec = EpisodeRecorder(tmp_path, specs, "ur5e", storage="mcap")
+    rec.set_offered_qos("/joint_states", [latched._replace(durability=QosDurability.VOLATILE, depth=10)])
+    rec.set_offered_qos("/prompt", [latched])
+    rec.start("pick up the red cube", t_ns=1_000_000_000)
+    for i in range(5):
+        rec.on_message("/joint_states", 1_000_000_000 + i, raw)
+    rec.stop(True, t_ns=2_000_000_000)
+    rec.close()
+    bag = tmp_path / "episode_000000"
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["ros_distro"] == "kilted"
+    topics = {t["topic_metadata"]["name"]: t for t in meta["topics_with_message_count"]}
+    assert topics["/prompt"]["message_count"] == 1  # the episode's prompt, nobody else published one
+    qos = topics["/prompt"]["topic_metadata"]["offered_qos_profiles"]
+    assert qos and qos[0]["durability"] == "transient_local" and qos[0]["reliability"] == "reliable"
+    assert topics["/joint_states"]["topic_metadata"]["offered_qos_profiles"][0]["depth"] == 10
+    for t in topics.values():
+        assert t["topic_metadata"]["type_description_hash"].startswith("RIHS01_")
+    chans = _mcap_channels(next(bag.glob("*.mcap")))
+    assert set(chans) == set(topics)
+    for topic, m in chans.items():
+        assert m["topic_type_hash"] == topics[topic]["topic_metadata"]["type_description_hash"]
+        assert "offered_qos_profiles" in m
+    counts = bagio.verify_bag(bag)
+    assert counts["chunks"] >= 1 and counts["chunks_without_crc"] == 0
+    with Reader(bag) as r:
+        prompts = [store.deserialize_cdr(d, c.msgtype).data for c, t, d in r.messages() if c.topic == "/prompt"]
+    assert prompts == ["pick up the red cube"]

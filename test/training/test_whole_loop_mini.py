@@ -41,6 +41,12 @@ def test_record_convert_train_deploy(tmp_path: Path):
     assert (ckpt / "model.safetensors").is_file() and (ckpt / "tokenizer.model").is_file()
     assert list((ckpt / "assets").glob("*/norm_stats.json")) and list((ckpt / "assets").glob("*/delta_actions.json"))
 
+    # Open-loop evaluation on the recorded data: per-dim errors printed, one plot per held-out episode.
+    ev = pi0("eval-dataset", "--dataset", str(ds), "--checkpoint", str(ckpt), "--every", "25", "--num-steps", "2",
+             "--out", str(tmp_path / "eval"))
+    assert "MAE chunk" in ev and "left_waist" in ev and "right_gripper" in ev
+    assert list((tmp_path / "eval").glob("episode_*.png")) and (tmp_path / "eval" / "metrics.json").is_file()
+
     from pi0_ros.ros.sim_session import SimSession
 
     s = SimSession("trossen_bimanual", "pick_cube", checkpoint=str(ckpt), seed=9)

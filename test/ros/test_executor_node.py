@@ -220,6 +220,11 @@ def _values(msg, emb, out):
         assert pt.time_from_start.sec + pt.time_from_start.nanosec * 1e-9 >= emb.dt - 1e-9
         assert len(pt.velocities) == len(pt.positions)
         return np.array(pt.positions)
+    if t.endswith("GripperCommand"):  # the goal the fake robot's action server received
+        return np.array([msg.command.position])
+    if t.endswith("TwistStamped"):
+        msg = msg.twist
+        t = "Twist"
     if t.endswith("Twist"):
         f = {"base_vx": msg.linear.x, "base_vy": msg.linear.y, "base_wz": msg.angular.z}
         return np.array([f[emb.dims[i].kind] for i in out.indices])

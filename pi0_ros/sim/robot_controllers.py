@@ -61,20 +61,14 @@ class SimControllers:
         raise KeyError(f"output '{output}' is not a trajectory output")
 
     def reset(self, home: np.ndarray, now: float) -> None:
-        """New episode: every controller holds ``home`` (n,); active goals end CANCELED."""
+        """New episode: every controller holds ``home`` (n,). Active goals then end SUCCEEDED at the
+        next update (the robot is where its controller commands): a reset is never a client's fault."""
         for name, c in self.jtc.items():
             c.reset(home[list(self.outputs[name].indices)])
         for name, s in self.fjt.items():
-            for gid, g in list(s.goals.items()):
-                if not g.done:
-                    s.cancel(gid, now)
             s.jtc.reset(home[list(self.outputs[name].indices)])
         for name, g in self.grippers.items():
-            pos = float(home[self.outputs[name].indices[0]])
-            for gid, r in list(g.goals.items()):
-                if not r.done:
-                    g.cancel(gid, pos)
-            g.target = pos
+            g.target = float(home[self.outputs[name].indices[0]])
 
     # ------------------------------------------------------------------ commands
     def hold(self, targets: np.ndarray, changed: list[int]) -> None:

@@ -73,11 +73,13 @@ def test_sim_gripper_action_succeeds_or_aborts_on_a_stall():
     assert goal.status is GoalStatus.ABORTED and goal.stalled
 
 
-def test_reset_cancels_goals_and_holds_home():
+def test_reset_holds_home_and_ends_goals_without_a_fault():
     env = SimEnv(VARIANT, render=False)
     d = env.embodiment.dims[6]
     goal = env.controllers.send_gripper_goal("left_gripper", d.closed, 0.0, env.controller_time)
     env.step(2)
     env.reset(1)
-    assert goal.status is GoalStatus.CANCELED
+    np.testing.assert_allclose(env.targets, env.scene.home)
+    env.step(1)
+    assert goal.status is GoalStatus.SUCCEEDED  # re-homed: where the controller commands, not aborted
     np.testing.assert_allclose(env.targets, env.scene.home)

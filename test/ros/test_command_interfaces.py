@@ -127,3 +127,21 @@ def test_follow_joint_trajectory_goals_preempt_reject_and_gripper_abort(graph, t
     tick(pubs, emb, closed)
     assert graph.wait_for(lambda: any(n == "left_gripper" and "aborted" in r for n, r in faults), 10), faults
     assert pubs.counters()["left_gripper"]["aborted"] == 1
+
+
+def test_dry_run_builds_trajectories_and_goals_but_sends_nothing(graph):
+    emb, sim, node, _, _ = setup(graph, VARIANT)
+    dry = CommandPublishers(node, emb, dry_run=True)
+    start = sim.env.robot_state()
+    target = start.copy()
+    target[0] += 0.1
+    target[6] = emb.dims[6].closed
+    dry.publish(emb.split_outputs(target), None, trajectory=plan(emb, start, target, now(node)))
+    msg = dry.last_messages["left_arm"]
+    assert isinstance(msg, JointTrajectory) and len(msg.points) > 1
+    assert list(msg.points[-1].velocities) == [0.0] * 6
+    assert dry.last_messages["left_gripper"].command.position == pytest.approx(emb.dims[6].closed)
+    graph.wait_for(lambda: False, 0.5)
+    counts = sim.controller_interfaces.counts
+    assert counts["left_arm"]["accepted"] == counts["left_arm"]["rejected"] == 0
+    assert sim.env.controllers.grippers["left_gripper"].goals == {}

@@ -145,3 +145,25 @@ def test_dry_run_builds_trajectories_and_goals_but_sends_nothing(graph):
     counts = sim.controller_interfaces.counts
     assert counts["left_arm"]["accepted"] == counts["left_arm"]["rejected"] == 0
     assert sim.env.controllers.grippers["left_gripper"].goals == {}
+
+
+def test_interbotix_group_and_single_commands_as_the_aloha_stack_sends_them(graph, tmp_path):
+    spec = yaml.safe_load((embodiments_dir() / "trossen_bimanual.yaml").read_text())
+    for o in spec["outputs"]:
+        side = o["name"].split("_")[0]
+        if o["name"].endswith("arm"):
+            o.update(type="interbotix_xs_msgs/msg/JointGroupCommand", group="arm",
+                     topic=f"/follower_{side}/commands/joint_group")
+        else:
+            o.update(type="interbotix_xs_msgs/msg/JointSingleCommand", topic=f"/follower_{side}/commands/joint_single")
+    path = tmp_path / "trossen_interbotix.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    emb, sim, node, pubs, faults = setup(graph, path)
+    target = np.clip(sim.env.robot_state(), emb.lower, emb.upper)  # a measured gripper can sit just outside
+    target[0] += 0.1
+    target[6] = 0.5 * (emb.dims[6].open + emb.dims[6].closed)
+    tick(pubs, emb, target)
+    msgs = pubs.last_messages
+    assert msgs["left_arm"].name == "arm" and msgs["left_gripper"].name == "gripper"
+    assert graph.wait_for(lambda: (tick(pubs, emb, target),
+                                   np.abs(sim.env.targets - target).max() < 1e-5)[1], 5)  # float32 cmd

@@ -160,20 +160,22 @@ class _Sender:
             self.deadband = float(o.params.get("deadband", 0.02 * abs(d.closed - d.open)))  # type: ignore[operator]
 
     # ------------------------------------------------------------------ action goals
-    def send_goal(self, goal: object, what: str) -> None:
+    def send_goal(self, goal: object, what: str) -> bool:
+        """Send asynchronously (dry run: only count). False when the action server is not there."""
+        if self.client is not None and not self.client.server_is_ready():
+            self.counts["unavailable"] += 1
+            self.node.get_logger().warning(f"{self.o.topic}: action server not available; {what} not sent",
+                                           throttle_duration_sec=2.0)
+            return False
         with self.lock:
             self.latest_goal += 1
             seq = self.latest_goal
             self.counts["sent"] += 1
         if self.client is None:
-            return
-        if not self.client.server_is_ready():
-            self.counts["unavailable"] += 1
-            self.node.get_logger().warning(f"{self.o.topic}: action server not available; {what} not sent",
-                                           throttle_duration_sec=2.0)
-            return
+            return True
         fut = self.client.send_goal_async(goal)
         fut.add_done_callback(lambda f, s=seq: self._on_response(f, s))
+        return True
 
     def _on_response(self, fut, seq: int) -> None:
         handle = fut.result()
@@ -234,8 +236,8 @@ class _Sender:
                     not (steady and abs(target - self.last_sent) > 1e-6):
                 return None  # within the deadband, or still moving: the active goal stands
             goal = self.build(values, velocities)
-            self.last_sent = target
-            self.send_goal(goal, f"gripper goal {target:.4f}")
+            if self.send_goal(goal, f"gripper goal {target:.4f}"):
+                self.last_sent = target  # else: tried again next tick
             return goal
         msg = self.build(values, velocities)
         if isinstance(msg, TwistStamped):

@@ -187,7 +187,7 @@ class _Sender:
     def _on_result(self, fut, seq: int) -> None:
         res = fut.result()
         status, result = res.status, res.result
-        detail = getattr(result, "error_string", "") or (" (stalled)" if getattr(result, "stalled", False) else "")
+        detail = getattr(result, "error_string", "") or ("stalled" if getattr(result, "stalled", False) else "")
         with self.lock:
             superseded = seq != self.latest_goal
         if status == _STATUS_SUCCEEDED:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the third-party interface packages pi0_ros can command (tools/interfaces/*: the
-# control_msgs and interbotix_xs_msgs subsets, field for field as upstream) with CMake against
+# control_msgs, interbotix_xs_msgs and franka_msgs subsets, field for field as upstream) with CMake against
 # the ROS 2 PyPI wheels and install them into <prefix> (default: the venv). These packages are
 # not on PyPI. Skipped per package when it is already importable (a colcon/apt ROS install or a
 # previous build), so a real ROS environment always keeps its own copy.
@@ -17,7 +17,7 @@ site_rel=$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib", vars=
 export AMENT_PREFIX_PATH="$prefix:$venv" CMAKE_PREFIX_PATH="$prefix:$venv" PATH="$venv/bin:$PATH"
 export PYTHONPATH="$prefix/$site_rel${PYTHONPATH:+:$PYTHONPATH}"
 export LD_LIBRARY_PATH="$prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-for pkg in control_msgs interbotix_xs_msgs; do
+for pkg in control_msgs interbotix_xs_msgs franka_msgs; do
   src="$here/tools/interfaces/$pkg"
   sum=$(cat "$src"/CMakeLists.txt "$src"/package.xml "$src"/*/* | sha256sum | cut -c1-16)
   stamp="$prefix/share/$pkg/.pi0_ros-subset"

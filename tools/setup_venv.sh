@@ -60,8 +60,8 @@ if [ "$reinstalled" = 1 ] || [ "$(cat "$venv/.pi0_ros-interfaces" 2>/dev/null)" 
   echo "$ifc_sum" > "$venv/.pi0_ros-interfaces"
 fi
 
-# 4b. Interfaces of the controllers we command that PyPI lacks (control_msgs and interbotix_xs_msgs
-#     subsets in tools/interfaces/); the script skips packages already importable and unchanged.
+# 4b. Interfaces of the controllers we command that PyPI lacks (control_msgs, interbotix_xs_msgs and
+#     franka_msgs subsets in tools/interfaces/); the script skips packages already importable and unchanged.
 bash tools/build_extra_interfaces.sh "$venv"
 
 # 5. Headless rendering for the simulator: EGL (Mesa) is on the base image; fall back to

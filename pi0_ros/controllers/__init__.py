@@ -4,9 +4,9 @@ They apply exactly the acceptance rules of ros2_control's joint_trajectory_contr
 FollowJointTrajectory / GripperCommand action servers, and say what the controller would
 execute over time. The simulator drives MuJoCo through them; tests check our commands against them.
 """
-from pi0_ros.controllers.actions import (FollowJointTrajectoryServer, GoalResult, GoalStatus, GripperCommandServer,
-                                         GripperParams)
+from pi0_ros.controllers.actions import (FollowJointTrajectoryServer, FrankaGripperServer, GoalResult, GoalStatus,
+                                         GripperCommandServer, GripperParams)
 from pi0_ros.controllers.jtc import JtcEmulator, JtcParams, TrajectoryPoint, TrajectorySpec, validate
 
-__all__ = ["FollowJointTrajectoryServer", "GoalResult", "GoalStatus", "GripperCommandServer", "GripperParams",
+__all__ = ["FollowJointTrajectoryServer", "FrankaGripperServer", "GoalResult", "GoalStatus", "GripperCommandServer", "GripperParams",
            "JtcEmulator", "JtcParams", "TrajectoryPoint", "TrajectorySpec", "validate"]

@@ -34,7 +34,7 @@ import numpy as np
 from pi0_ros.controllers.jtc import JtcEmulator, TrajectorySpec
 
 __all__ = ["GoalStatus", "GoalResult", "FollowJointTrajectoryServer", "GripperParams", "GripperCommandServer",
-           "SUCCESSFUL", "INVALID_GOAL", "PATH_TOLERANCE_VIOLATED"]
+           "FrankaGripperServer", "SUCCESSFUL", "INVALID_GOAL", "PATH_TOLERANCE_VIOLATED"]
 
 # control_msgs/action/FollowJointTrajectory result error codes.
 SUCCESSFUL = 0
@@ -194,3 +194,82 @@ class GripperCommandServer:
             goal.status = GoalStatus.SUCCEEDED if p.allow_stalling else GoalStatus.ABORTED
             self._active = None
             # The real controller keeps commanding the stalled position (max effort on the object).
+
+
+class FrankaGripperServer:
+    """franka_gripper_node's ``move`` and ``grasp`` actions (franka_msgs) on a stand-in.
+
+    From frankaemika/franka_ros2 franka_gripper (gripper_action_server.cpp, docs): ``move`` drives
+    to a width at a speed and succeeds there; ``grasp`` closes at a speed with a force and
+    succeeds only if the width it stops at lies within [width - epsilon.inner, width +
+    epsilon.outer] (default 0.005 m each), else it fails (ABORTED). Both are accepted whenever
+    the node runs; a new goal stops the running one (reported as aborted here). Widths are the
+    distance between the fingers (m); ``target`` is in the same units.
+    """
+
+    def __init__(self, initial_width: float, stall_velocity_threshold: float = 0.001,
+                 stall_timeout: float = 0.5, reach_tolerance: float = 0.002) -> None:
+        self.target = float(initial_width)
+        self.goals: dict[int, GoalResult] = {}
+        self.active_controller = True
+        self._active: int | None = None
+        self._kind = "move"
+        self._eps = (0.005, 0.005)
+        self._goal_width = self.target
+        self._last_movement = 0.0
+        self.stall_velocity_threshold = stall_velocity_threshold
+        self.stall_timeout = stall_timeout
+        self.reach_tolerance = reach_tolerance
+
+    def _start(self, kind: str, width: float, now: float) -> GoalResult:
+        gid = next(_ids)
+        if not self.active_controller:
+            res = GoalResult(gid, GoalStatus.REJECTED, error_string="gripper node not running")
+            self.goals[gid] = res
+            return res
+        if self._active is not None:
+            old = self.goals[self._active]
+            old.status, old.error_string = GoalStatus.ABORTED, "preempted by a new gripper command"
+        res = GoalResult(gid, GoalStatus.EXECUTING)
+        self.goals[gid] = res
+        self._active, self._kind, self._goal_width = gid, kind, float(width)
+        self._last_movement = now
+        return res
+
+    def move(self, width: float, now: float) -> GoalResult:
+        res = self._start("move", width, now)
+        if res.status is GoalStatus.EXECUTING:
+            self.target = float(width)
+        return res
+
+    def grasp(self, width: float, inner: float, outer: float, now: float) -> GoalResult:
+        res = self._start("grasp", width, now)
+        if res.status is GoalStatus.EXECUTING:
+            self._eps = (float(inner), float(outer))
+            self.target = float(width) - float(inner)  # closes until it meets the object (or the tolerance)
+        return res
+
+    def update(self, now: float, width: float, velocity: float) -> None:
+        """Measured width (m) and its rate: goals end when the fingers stop."""
+        if self._active is None:
+            return
+        goal = self.goals[self._active]
+        goal.position = float(width)
+        if abs(velocity) > self.stall_velocity_threshold:
+            self._last_movement = now
+        reached = abs(width - self.target) < self.reach_tolerance
+        stopped = now - self._last_movement > self.stall_timeout
+        if not (reached or stopped):
+            return
+        if self._kind == "move":
+            ok = abs(width - self._goal_width) < self.reach_tolerance
+        else:
+            inner, outer = self._eps
+            ok = self._goal_width - inner <= width <= self._goal_width + outer
+        goal.status = GoalStatus.SUCCEEDED if ok else GoalStatus.ABORTED
+        goal.reached_goal = ok
+        goal.error_string = "" if ok else f"{self._kind} ended at width {width:.4f} m"
+        self._active = None
+        if self._kind == "grasp" and ok:
+            return  # keeps squeezing the object
+        self.target = float(width) if not ok else self.target

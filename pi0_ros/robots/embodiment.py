@@ -37,12 +37,16 @@ OUTPUT_TYPES: tuple[str, ...] = (
     "trajectory_msgs/msg/JointTrajectory",  # joint_trajectory_controller ~/joint_trajectory: multi-point, per chunk
     "control_msgs/action/FollowJointTrajectory",  # joint_trajectory_controller ~/follow_joint_trajectory
     "control_msgs/action/GripperCommand",  # gripper_action_controller, Robotiq, franka_gripper gripper_action
+    # franka_gripper's own actions; topic = the gripper node (e.g. /fr3_gripper): closing sends
+    # <topic>/grasp (franka_msgs/action/Grasp), opening <topic>/move (franka_msgs/action/Move).
+    "franka_msgs/action/Grasp",
     "geometry_msgs/msg/Twist",           # mobile bases (diff_drive_controller before Jazzy, most base drivers)
     "geometry_msgs/msg/TwistStamped",    # mobile bases: diff_drive_controller from Jazzy on
     "interbotix_xs_msgs/msg/JointGroupCommand",   # Interbotix xs_sdk group command (arms)
     "interbotix_xs_msgs/msg/JointSingleCommand",  # Interbotix xs_sdk single joint (grippers)
 )
 TWIST_TYPES: tuple[str, ...] = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")
+GRIPPER_ACTION_TYPES: tuple[str, ...] = ("control_msgs/action/GripperCommand", "franka_msgs/action/Grasp")
 # Outputs that carry a whole trajectory, sent once per chunk (the controller keeps time).
 TRAJECTORY_TYPES: tuple[str, ...] = ("trajectory_msgs/msg/JointTrajectory", "control_msgs/action/FollowJointTrajectory")
 # Per-output `params` each type accepts (YAML key -> Python type), with their meaning:
@@ -61,6 +65,11 @@ OUTPUT_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
                                                   "allow_partial_joints_goal": bool,
                                                   "goal_time_tolerance": float},
     "geometry_msgs/msg/TwistStamped": {"frame_id": str},  # header.frame_id (default base_link)
+    # speed m/s (franka_gripper default_speed 0.1), force N (grasp), epsilon_inner/outer m (a grasp
+    # succeeds only if it stops within [width - inner, width + outer]), width_scale: finger width
+    # per robot unit (2.0: our dim is one finger's opening, as franka_gripper's joint_states).
+    "franka_msgs/action/Grasp": {"speed": float, "force": float, "epsilon_inner": float, "epsilon_outer": float,
+                                 "deadband": float, "width_scale": float},
 }
 
 
@@ -446,11 +455,10 @@ def parse_embodiment(data: Any, source: str = "<dict>") -> Embodiment:
                 raise fail(f"{w}dims", "a Twist output carries only base_vx/base_vy/base_wz dims")
         elif kinds & set(BASE_KINDS):
             raise fail(f"{w}dims", f"base velocity dims need a Twist or TwistStamped output, not {otype}")
-        if otype in ("control_msgs/action/GripperCommand", "interbotix_xs_msgs/msg/JointSingleCommand") \
-                and len(odims) != 1:
+        if otype in GRIPPER_ACTION_TYPES + ("interbotix_xs_msgs/msg/JointSingleCommand",) and len(odims) != 1:
             raise fail(f"{w}dims", f"{otype} carries exactly one dim, got {len(odims)}")
-        if otype == "control_msgs/action/GripperCommand" and kinds != {"gripper"}:
-            raise fail(f"{w}dims", "a GripperCommand output carries one gripper dim")
+        if otype in GRIPPER_ACTION_TYPES and kinds != {"gripper"}:
+            raise fail(f"{w}dims", f"a {otype} output carries one gripper dim")
         raw_params = ro.get("params") or {}
         allowed = OUTPUT_PARAMS.get(otype, {})
         if not isinstance(raw_params, Mapping):

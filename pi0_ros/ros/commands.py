@@ -14,6 +14,9 @@ What each interface needs (README "Command interfaces"; upstream sources in the 
 - control_msgs/GripperCommand: async goals, only when the target moved beyond the output's
   ``deadband`` (or settled on a new value), never one per tick. Rejected or aborted -> fault (a
   stalled grasp aborts on gripper_action_controller unless allow_stalling is set there).
+- franka_msgs Grasp / Move (franka_gripper's own actions, ``<topic>/grasp`` when closing,
+  ``<topic>/move`` when opening): same deadband and fault rules; a grasp fails unless it stops
+  within [width - epsilon.inner, width + epsilon.outer].
 - geometry_msgs/Twist | TwistStamped (diff_drive_controller from Jazzy: stamped, stamp = now).
 - interbotix_xs_msgs/JointGroupCommand | JointSingleCommand (xs_sdk commands/joint_group, joint_single).
 Nothing here blocks: goals are sent with send_goal_async and answered in callbacks. A fault calls
@@ -127,6 +130,19 @@ def make_builder(output: Output, dims: list[Dim], dt: float) -> tuple[type, Call
             return goal
 
         return action, gripper_goal
+    if t == "franka_msgs/action/Grasp":
+        grasp = message_class(t)
+        prm = output.params
+        scale = float(prm.get("width_scale", 2.0))
+
+        def grasp_goal(values: np.ndarray, velocities: np.ndarray | None) -> object:
+            goal = grasp.Goal(width=float(values[0]) * scale, speed=float(prm.get("speed", 0.1)),
+                              force=float(prm.get("force", 20.0)))
+            goal.epsilon.inner = float(prm.get("epsilon_inner", 0.005))
+            goal.epsilon.outer = float(prm.get("epsilon_outer", 0.005))
+            return goal
+
+        return grasp, grasp_goal
     if t == "control_msgs/action/FollowJointTrajectory":
         action = message_class(t)
         single = make_builder(Output(output.name, output.topic, "trajectory_msgs/msg/JointTrajectory", output.dims,
@@ -140,14 +156,22 @@ class _Sender:
 
     def __init__(self, node: Node, emb: Embodiment, o: Output, dry_run: bool,
                  on_fault: Callable[[str, str], None]) -> None:
-        self.node, self.o, self.on_fault = node, o, on_fault
+        self.node, self.emb, self.o, self.on_fault = node, emb, o, on_fault
         self.idx = np.array(o.indices, dtype=np.int64)
         self.cls, self.build = make_builder(o, [emb.dims[i] for i in o.indices], emb.dt)
         self.counts: Counter[str] = Counter()
         self.lock = threading.Lock()
-        self.pub = self.client = None
+        self.pub = self.client = self.move_client = None
+        self.franka = o.type == "franka_msgs/action/Grasp"
+        if self.franka:
+            self.move_cls = message_class("franka_msgs/action/Move")
+            self.width_scale = float(o.params.get("width_scale", 2.0))
         if not dry_run:
-            if o.is_action:
+            if self.franka:
+                from rclpy.action import ActionClient
+                self.client = ActionClient(node, self.cls, o.topic.rstrip("/") + "/grasp")
+                self.move_client = ActionClient(node, self.move_cls, o.topic.rstrip("/") + "/move")
+            elif o.is_action:
                 from rclpy.action import ActionClient
                 self.client = ActionClient(node, self.cls, o.topic)
             else:
@@ -155,14 +179,15 @@ class _Sender:
         self.latest_goal = 0            # sequence number of the newest goal sent
         self.last_sent: float | None = None  # gripper: the position of the newest goal
         self.prev_target: float | None = None
-        if o.type == "control_msgs/action/GripperCommand":
+        if o.type in ("control_msgs/action/GripperCommand", "franka_msgs/action/Grasp"):
             d = emb.dims[o.indices[0]]
             self.deadband = float(o.params.get("deadband", 0.02 * abs(d.closed - d.open)))  # type: ignore[operator]
 
     # ------------------------------------------------------------------ action goals
-    def send_goal(self, goal: object, what: str) -> bool:
+    def send_goal(self, goal: object, what: str, client: Any = _UNSET) -> bool:
         """Send asynchronously (dry run: only count). False when the action server is not there."""
-        if self.client is not None and not self.client.server_is_ready():
+        client = self.client if client is _UNSET else client
+        if client is not None and not client.server_is_ready():
             self.counts["unavailable"] += 1
             self.node.get_logger().warning(f"{self.o.topic}: action server not available; {what} not sent",
                                            throttle_duration_sec=2.0)
@@ -171,9 +196,9 @@ class _Sender:
             self.latest_goal += 1
             seq = self.latest_goal
             self.counts["sent"] += 1
-        if self.client is None:
+        if client is None:
             return True
-        fut = self.client.send_goal_async(goal)
+        fut = client.send_goal_async(goal)
         fut.add_done_callback(lambda f, s=seq: self._on_response(f, s))
         return True
 
@@ -228,15 +253,22 @@ class _Sender:
                 if self.pub is not None:
                     self.pub.publish(msg)
             return msg
-        if t == "control_msgs/action/GripperCommand":
+        if t in ("control_msgs/action/GripperCommand", "franka_msgs/action/Grasp"):
             target = float(values[0])
             steady = self.prev_target is not None and abs(target - self.prev_target) < 1e-9
             self.prev_target = target
             if self.last_sent is not None and abs(target - self.last_sent) <= self.deadband and \
                     not (steady and abs(target - self.last_sent) > 1e-6):
                 return None  # within the deadband, or still moving: the active goal stands
-            goal = self.build(values, velocities)
-            if self.send_goal(goal, f"gripper goal {target:.4f}"):
+            goal, client = self.build(values, velocities), self.client
+            if self.franka:
+                d = self.emb.dims[self.o.indices[0]]
+                closing = self.last_sent is not None and \
+                    abs(target - d.closed) < abs(self.last_sent - d.closed)  # type: ignore[operator]
+                if not closing:  # opening (or the first command): franka_gripper's move
+                    goal = self.move_cls.Goal(width=target * self.width_scale, speed=goal.speed)
+                    client = self.move_client
+            if self.send_goal(goal, f"gripper goal {target:.4f}", client):
                 self.last_sent = target  # else: tried again next tick
             return goal
         msg = self.build(values, velocities)

@@ -65,6 +65,14 @@ class ControllerInterfaces:
                     cancel_callback=lambda gh: CancelResponse.ACCEPT if self._cancel(gh) else CancelResponse.REJECT,
                     # partial, not lambda: rclpy awaits only callbacks that are coroutine functions
                     execute_callback=partial(self._execute_fjt if fjt else self._execute_gripper, o.name, cls)))
+            elif o.type == "franka_msgs/action/Grasp":  # franka_gripper_node: <ns>/grasp and <ns>/move
+                for kind in ("grasp", "move"):
+                    cls = message_class(f"franka_msgs/action/{kind.capitalize()}")
+                    self._entities.append(ActionServer(
+                        node, cls, o.topic.rstrip("/") + "/" + kind, callback_group=self._group,
+                        goal_callback=lambda g: GoalResponse.ACCEPT,   # the node accepts every goal
+                        cancel_callback=lambda gh: CancelResponse.REJECT,
+                        execute_callback=partial(self._execute_franka, o.name, kind, cls)))
         self._timer = node.create_timer(1.0 / ACTION_MONITOR_RATE_HZ, self._monitor, callback_group=self._group)
 
     # ------------------------------------------------------------------ JointTrajectory topic
@@ -106,6 +114,14 @@ class ControllerInterfaces:
             res = self.ctl.send_gripper_goal(name, cmd.position, cmd.max_effort, self.now())
         res = await self._wait(name, gh, res)
         return cls.Result(position=res.position, effort=res.effort, stalled=res.stalled, reached_goal=res.reached_goal)
+
+    async def _execute_franka(self, name: str, kind: str, cls: type, gh: Any) -> Any:
+        g = gh.request
+        inner, outer = (g.epsilon.inner, g.epsilon.outer) if kind == "grasp" else (0.0, 0.0)
+        with self.lock:
+            res = self.ctl.send_franka_goal(name, kind, g.width, inner, outer, self.now())
+        res = await self._wait(name, gh, res)
+        return cls.Result(success=res.status is GoalStatus.SUCCEEDED, error=res.error_string)
 
     async def _wait(self, name: str, gh: Any, res: GoalResult) -> GoalResult:
         key = bytes(gh.goal_id.uuid)

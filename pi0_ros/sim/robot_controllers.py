@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pi0_ros.controllers import (FollowJointTrajectoryServer, GoalResult, GripperCommandServer, GripperParams,
-                                 JtcEmulator, JtcParams, TrajectorySpec)
+from pi0_ros.controllers import (FollowJointTrajectoryServer, FrankaGripperServer, GoalResult, GripperCommandServer,
+                                 GripperParams, JtcEmulator, JtcParams, TrajectorySpec)
 from pi0_ros.robots.embodiment import Embodiment, Output
 
 __all__ = ["SimControllers"]
@@ -38,6 +38,8 @@ class SimControllers:
         self.jtc: dict[str, JtcEmulator] = {}
         self.fjt: dict[str, FollowJointTrajectoryServer] = {}
         self.grippers: dict[str, GripperCommandServer] = {}
+        self.franka: dict[str, FrankaGripperServer] = {}   # widths in m: dim value * width_scale
+        self._scale: dict[str, float] = {}
         for o in emb.outputs:
             idx = list(o.indices)
             if o.type == "trajectory_msgs/msg/JointTrajectory":
@@ -47,11 +49,14 @@ class SimControllers:
             elif o.type == "control_msgs/action/GripperCommand":
                 kw = {k: o.params[k] for k in _GRIPPER_PARAM_KEYS if k in o.params}
                 self.grippers[o.name] = GripperCommandServer(GripperParams(**kw), float(home[idx[0]]))
+            elif o.type == "franka_msgs/action/Grasp":
+                self._scale[o.name] = float(o.params.get("width_scale", 2.0))
+                self.franka[o.name] = FrankaGripperServer(float(home[idx[0]]) * self._scale[o.name])
 
     @property
     def active(self) -> bool:
         """True when any output is driven through a stand-in controller."""
-        return bool(self.jtc or self.fjt or self.grippers)
+        return bool(self.jtc or self.fjt or self.grippers or self.franka)
 
     def trajectory_controller(self, output: str) -> JtcEmulator:
         if output in self.jtc:
@@ -69,6 +74,8 @@ class SimControllers:
             s.jtc.reset(home[list(self.outputs[name].indices)])
         for name, g in self.grippers.items():
             g.target = float(home[self.outputs[name].indices[0]])
+        for name, f in self.franka.items():
+            f.target = float(home[self.outputs[name].indices[0]]) * self._scale[name]
 
     # ------------------------------------------------------------------ commands
     def hold(self, targets: np.ndarray, changed: list[int]) -> None:
@@ -85,6 +92,8 @@ class SimControllers:
                 self.fjt[name].jtc.reset(targets[idx])
             elif name in self.grippers:
                 self.grippers[name].target = float(targets[idx[0]])
+            elif name in self.franka:
+                self.franka[name].target = float(targets[idx[0]]) * self._scale[name]
 
     def submit_trajectory(self, output: str, traj: TrajectorySpec, now: float) -> str | None:
         """JointTrajectory topic message: None when accepted, else JTC's reason (nothing executed)."""
@@ -106,6 +115,12 @@ class SimControllers:
     def cancel_gripper_goal(self, output: str, goal_id: int, measured: float) -> None:
         self.grippers[output].cancel(goal_id, measured)
 
+    def send_franka_goal(self, output: str, kind: str, width: float, inner: float, outer: float,
+                         now: float) -> GoalResult:
+        """franka_gripper ``move`` (kind "move") or ``grasp`` goal; width in m."""
+        f = self.franka[output]
+        return f.move(width, now) if kind == "move" else f.grasp(width, inner, outer, now)
+
     # ------------------------------------------------------------------ time
     def sample_into(self, targets: np.ndarray, now: float) -> None:
         """Write every controller's set point at time ``now`` into ``targets`` (n,), within the YAML limits."""
@@ -116,6 +131,9 @@ class SimControllers:
         for name, g in self.grippers.items():
             i = self.outputs[name].indices[0]
             targets[i] = np.clip(g.target, emb.lower[i], emb.upper[i])
+        for name, f in self.franka.items():
+            i = self.outputs[name].indices[0]
+            targets[i] = np.clip(f.target / self._scale[name], emb.lower[i], emb.upper[i])
 
     def update(self, now: float, positions: np.ndarray, velocities: np.ndarray) -> None:
         """Action bookkeeping at time ``now`` from measured positions / velocities (n,): goals end."""
@@ -124,3 +142,6 @@ class SimControllers:
         for name, g in self.grippers.items():
             i = self.outputs[name].indices[0]
             g.update(now, float(positions[i]), float(velocities[i]))
+        for name, f in self.franka.items():
+            i, s = self.outputs[name].indices[0], self._scale[name]
+            f.update(now, float(positions[i]) * s, float(velocities[i]) * s)

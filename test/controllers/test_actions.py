@@ -87,3 +87,29 @@ def test_gripper_newer_goal_cancels_the_older():
     assert a.status is GoalStatus.CANCELED and b.status is GoalStatus.EXECUTING and g.target == 0.0
     g.active_controller = False
     assert g.send_goal(0.3, 0.0, 0.2).status is GoalStatus.REJECTED
+
+
+def test_franka_move_succeeds_at_the_width_and_grasp_only_within_epsilon():
+    from pi0_ros.controllers import FrankaGripperServer
+
+    f = FrankaGripperServer(initial_width=0.08)
+    m = f.move(0.06, now=0.0)
+    assert f.target == 0.06
+    f.update(0.1, width=0.07, velocity=0.1)
+    assert m.status is GoalStatus.EXECUTING
+    f.update(0.2, width=0.0601, velocity=0.05)
+    assert m.status is GoalStatus.SUCCEEDED
+    # Grasp at 0.02 on a 0.03 object: stops at 0.03, outside the default 5 mm -> fails.
+    g = f.grasp(0.02, 0.005, 0.005, now=1.0)
+    f.update(1.1, width=0.03, velocity=0.0)
+    assert g.status is GoalStatus.EXECUTING   # not yet stopped long enough
+    f.update(1.7, width=0.03, velocity=0.0)
+    assert g.status is GoalStatus.ABORTED
+    # With a wide outer epsilon the same grasp succeeds.
+    g = f.grasp(0.02, 0.005, 0.08, now=2.0)
+    f.update(2.6, width=0.03, velocity=0.0)
+    assert g.status is GoalStatus.SUCCEEDED and g.reached_goal
+    # A new goal stops the running one.
+    a = f.move(0.08, 3.0)
+    b = f.move(0.04, 3.1)
+    assert a.status is GoalStatus.ABORTED and b.status is GoalStatus.EXECUTING

@@ -167,3 +167,28 @@ def test_interbotix_group_and_single_commands_as_the_aloha_stack_sends_them(grap
     assert msgs["left_arm"].name == "arm" and msgs["left_gripper"].name == "gripper"
     assert graph.wait_for(lambda: (tick(pubs, emb, target),
                                    np.abs(sim.env.targets - target).max() < 1e-5)[1], 5)  # float32 cmd
+
+
+def test_franka_gripper_move_and_grasp_actions(graph, tmp_path):
+    spec = yaml.safe_load((embodiments_dir() / "franka.yaml").read_text())
+    for o in spec["outputs"]:
+        if o["name"] == "gripper":  # franka_gripper's own actions instead of gripper_action
+            o.update(type="franka_msgs/action/Grasp", topic="/fr3_gripper",
+                     params={"force": 20.0, "epsilon_outer": 0.08, "deadband": 0.002})
+    path = tmp_path / "franka_grasp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    emb, sim, node, pubs, faults = setup(graph, path)
+    g = emb.dims[7]
+    target = sim.env.robot_state()
+    target[7] = g.open
+    assert graph.wait_for(lambda: (tick(pubs, emb, target), pubs.counters()["gripper"]["sent"] == 1)[1], 5)
+    assert graph.wait_for(lambda: pubs.counters()["gripper"]["succeeded"] == 1, 10), pubs.counters()  # move
+    move = pubs.last_messages["gripper"]
+    assert type(move).__name__ == "Move_Goal" and move.width == pytest.approx(2 * g.open)  # the finger gap
+    target[7] = g.closed
+    tick(pubs, emb, target)
+    goal = pubs.last_messages["gripper"]
+    assert type(goal).__name__ == "Grasp_Goal" and goal.width == pytest.approx(0.0) and goal.force == 20.0
+    assert goal.epsilon.outer == pytest.approx(0.08)
+    assert graph.wait_for(lambda: pubs.counters()["gripper"]["succeeded"] == 2, 10), (pubs.counters(), faults)
+    assert faults == [] and sim.env.robot_state()[7] < 0.005

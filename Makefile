@@ -4,8 +4,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.pi0_ros-setup-stamp
-SETUP_INPUTS := tools/setup_venv.sh tools/build_interfaces.sh requirements/lock.txt setup.py \
-                package.xml CMakeLists.txt $(wildcard msg/*.msg srv/*.srv)
+SETUP_INPUTS := tools/setup_venv.sh tools/build_interfaces.sh tools/build_extra_interfaces.sh \
+                requirements/lock.txt setup.py package.xml CMakeLists.txt $(wildcard msg/*.msg srv/*.srv) \
+                $(wildcard tools/interfaces/*/CMakeLists.txt tools/interfaces/*/package.xml \
+                           tools/interfaces/*/msg/*.msg tools/interfaces/*/action/*.action)
 # Keep DDS discovery on this machine (tests, demo); override for a real robot network.
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export MUJOCO_GL ?= egl

@@ -60,6 +60,10 @@ if [ "$reinstalled" = 1 ] || [ "$(cat "$venv/.pi0_ros-interfaces" 2>/dev/null)" 
   echo "$ifc_sum" > "$venv/.pi0_ros-interfaces"
 fi
 
+# 4b. Interfaces of the controllers we command that PyPI lacks (control_msgs, interbotix_xs_msgs and
+#     franka_msgs subsets in tools/interfaces/); the script skips packages already importable and unchanged.
+bash tools/build_extra_interfaces.sh "$venv"
+
 # 5. Headless rendering for the simulator: EGL (Mesa) is on the base image; fall back to
 #    installing it (or OSMesa) from Debian when missing.
 if ! MUJOCO_GL=egl "$venv/bin/python" -c "import mujoco; mujoco.GLContext(8, 8)" 2>/dev/null; then
@@ -70,4 +74,4 @@ if ! MUJOCO_GL=egl "$venv/bin/python" -c "import mujoco; mujoco.GLContext(8, 8)"
     log "WARNING: no headless OpenGL (EGL/OSMesa); the simulator cannot render"
   fi
 fi
-log "ok: $("$venv/bin/python" -c 'import torch, rclpy, pi0_ros.msg, pi0_ros; print("torch", torch.__version__, "| rclpy + pi0_ros.msg OK | pi0_ros", pi0_ros.__version__)')"
+log "ok: $("$venv/bin/python" -c 'import torch, rclpy, pi0_ros.msg, pi0_ros, control_msgs.action; print("torch", torch.__version__, "| rclpy + pi0_ros.msg + control_msgs OK | pi0_ros", pi0_ros.__version__)')"

@@ -349,17 +349,35 @@ def _add_command(path: Path, o: Any, msg: Any, t: int, commands: dict[str, Serie
     elif o.type == "trajectory_msgs/msg/JointTrajectory":
         if not msg.points:
             return
-        pos = np.asarray(msg.points[0].positions, dtype=np.float64)
         names = list(msg.joint_names) or list(o.joint_names)
-        if len(names) != pos.size:
-            raise ConversionError(f"{path}: topic {o.topic}: JointTrajectory has {len(names)} joint names, {pos.size} positions")
-        by_joint = dict(zip(names, pos))
-        values = {dn: by_joint[jn] for dn, jn in zip(o.dims, o.joint_names) if jn in by_joint}
-    elif o.type == "geometry_msgs/msg/Twist":
+        stamped = _stamp_ns(msg) is not None
+        # A stamped multi-point trajectory (one per chunk) labels each point at its own time,
+        # stamp + time_from_start, and replaces what an older trajectory had planned from there on
+        # (as joint_trajectory_controller does); unstamped: its first point, at receipt.
+        points = msg.points if stamped else msg.points[:1]
+        for k, pt in enumerate(points):
+            pos = np.asarray(pt.positions, dtype=np.float64)
+            if len(names) != pos.size:
+                raise ConversionError(f"{path}: topic {o.topic}: JointTrajectory has {len(names)} joint names, {pos.size} positions")
+            tk = t + (int(pt.time_from_start.sec) * 1_000_000_000 + int(pt.time_from_start.nanosec) if stamped else 0)
+            by_joint = dict(zip(names, pos))
+            for dn, jn in zip(o.dims, o.joint_names):
+                if jn not in by_joint or not math.isfinite(by_joint[jn]):
+                    continue
+                s = commands[dn]
+                if k == 0:
+                    while s.t and s.t[-1] >= tk:  # superseded by this trajectory
+                        s.t.pop()
+                        s.v.pop()
+                s.t.append(tk)
+                s.v.append(float(by_joint[jn]))
+        return
+    elif o.type in ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped"):
+        tw = msg.twist if o.type.endswith("TwistStamped") else msg
         values = {}
         for dn in o.dims:  # dims are named freely; their kind decides the Twist field
             part, axis = _TWIST[kinds[dn]]
-            values[dn] = float(getattr(getattr(msg, part), axis))
+            values[dn] = float(getattr(getattr(tw, part), axis))
     else:
         raise ConversionError(f"{path}: topic {o.topic}: command type {o.type} is not supported for action labels")
     for dn, v in values.items():
@@ -459,17 +477,20 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
             order = np.arange(ct.size)
             keep = (ct >= a) & (ct <= b)
             cams[c.slot] = (c.topic, ct[keep], order[keep])
-        have_cmds = all(dn in bag.commands and bag.commands[dn].arrays(a, b)[0].size for dn in emb.dim_names)
+        # Dims of action outputs (gripper actions) have no command topic: labelled from the next state.
+        topic_dims = [dn for o in emb.outputs if not o.is_action for dn in o.dims]
+        have_cmds = bool(topic_dims) and all(dn in bag.commands and bag.commands[dn].arrays(a, b)[0].size
+                                             for dn in topic_dims)
         source = actions
         if actions == "auto":
             source = "commands" if have_cmds else "next_state"
         elif actions == "commands" and not have_cmds:
-            missing = sorted({o.topic for o in emb.outputs for dn in o.dims
-                              if dn not in bag.commands or not bag.commands[dn].arrays(a, b)[0].size})
+            missing = sorted({o.topic for o in emb.outputs for dn in o.dims if not o.is_action and
+                              (dn not in bag.commands or not bag.commands[dn].arrays(a, b)[0].size)})
             raise ConversionError(f"{where}: --actions commands but no commands on {', '.join(missing)}")
         cmd = {}
         if source == "commands":
-            for dn in emb.dim_names:
+            for dn in topic_dims:
                 t, v = bag.commands[dn].arrays(a, b)
                 cmd[dn] = (bag.commands[dn].topic, t, v)
 
@@ -529,15 +550,19 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
                     raise ConversionError(f"{where}: no {topic} frame within {tol_ns * 1e-9:.3f} s of frame {k} "
                                           f"(nearest {err[k] * 1e-9:.3f} s away)")
                 frames[slot] = ords[j]
+            next_state = np.concatenate([st[1:], st[-1:]], axis=0)
             if source == "commands":
                 cols = []
-                for dn in emb.dim_names:
+                for i, dn in enumerate(emb.dim_names):
+                    if dn not in cmd:  # an action output's dim
+                        cols.append(next_state[:, i])
+                        continue
                     _, t, v = cmd[dn]
                     j = np.searchsorted(t, ft, side="right") - 1
                     cols.append(v[np.maximum(j, 0)])
                 act = np.stack(cols, axis=1)
             else:
-                act = np.concatenate([st[1:], st[-1:]], axis=0)
+                act = next_state
             note = f" (piece {pi + 1}/{len(pieces)} of a split episode)" if len(pieces) > 1 else ""
             plans.append(EpisodePlan(bag.path, prompt, success, source, ft, st, act, frames, note))
     return plans

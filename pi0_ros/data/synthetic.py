@@ -143,7 +143,7 @@ def write_synthetic_bag(path: str | Path, embodiment: str | Embodiment, *, durat
         tcmd = times(command_rate)
         target = robot_state(emb, tcmd + LEAD, seed)
         for o in emb.outputs:
-            if o.topic in skip:
+            if o.topic in skip or o.is_action:  # action goals are not recorded topics
                 continue
             for k, t in enumerate(tcmd):
                 if in_gap(t):
@@ -158,11 +158,13 @@ def write_synthetic_bag(path: str | Path, embodiment: str | Embodiment, *, durat
                         positions=vals.astype(np.float64), velocities=np.zeros(0), accelerations=np.zeros(0),
                         effort=np.zeros(0), time_from_start=T["builtin_interfaces/msg/Duration"](sec=0, nanosec=50_000_000))
                     msg = T[o.type](header=header(0), joint_names=list(o.joint_names), points=[pt])
-                elif o.type == "geometry_msgs/msg/Twist":
+                elif o.type in ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped"):
                     V3 = T["geometry_msgs/msg/Vector3"]
                     v = {emb.dims[i].kind: float(x) for i, x in zip(o.indices, vals)}
-                    msg = T[o.type](linear=V3(x=v.get("base_vx", 0.0), y=v.get("base_vy", 0.0), z=0.0),
-                                    angular=V3(x=0.0, y=0.0, z=v.get("base_wz", 0.0)))
+                    msg = T["geometry_msgs/msg/Twist"](linear=V3(x=v.get("base_vx", 0.0), y=v.get("base_vy", 0.0), z=0.0),
+                                                       angular=V3(x=0.0, y=0.0, z=v.get("base_wz", 0.0)))
+                    if o.type.endswith("TwistStamped"):
+                        msg = T[o.type](header=header(t_ns), twist=msg)
                 else:
                     raise ValueError(f"synthetic bags do not support {o.type}")
                 msgs.append((t_ns + LATENCY_NS, o.topic, o.type, msg))

@@ -48,6 +48,8 @@ def record_topic_specs(embodiment: Embodiment | str, *, include_action_chunks: b
     if emb.odometry_topic:
         out.append(RecordTopic(emb.odometry_topic, ODOMETRY, "odometry"))
     for o in emb.outputs:
+        if o.is_action:  # an action name, not a topic: bag2dataset labels its dims from the next state
+            continue
         out.append(RecordTopic(o.topic, o.type, "command"))
     if include_prompt:
         out.append(RecordTopic(PROMPT_TOPIC, STRING, "prompt"))

@@ -31,13 +31,51 @@ BASE_KINDS: tuple[str, ...] = ("base_vx", "base_vy", "base_wz")
 # Widest padded vector a slot may address (openpi checkpoints use 32; the paper 18).
 MAX_ACTION_DIM = 32
 
-# Command message types the executor knows how to fill. Others are refused at load time.
+# Command interfaces the executor knows how to fill. Others are refused at load time.
 OUTPUT_TYPES: tuple[str, ...] = (
-    "std_msgs/msg/Float64MultiArray",    # ros2_control forward controllers
-    "trajectory_msgs/msg/JointTrajectory",  # joint_trajectory_controller
-    "geometry_msgs/msg/Twist",           # mobile bases
-    "interbotix_xs_msgs/msg/JointGroupCommand",  # Interbotix arms (when importable)
+    "std_msgs/msg/Float64MultiArray",    # ros2_control forward controllers: one value per dim, every tick
+    "trajectory_msgs/msg/JointTrajectory",  # joint_trajectory_controller ~/joint_trajectory: multi-point, per chunk
+    "control_msgs/action/FollowJointTrajectory",  # joint_trajectory_controller ~/follow_joint_trajectory
+    "control_msgs/action/GripperCommand",  # gripper_action_controller, Robotiq, franka_gripper gripper_action
+    # franka_gripper's own actions; topic = the gripper node (e.g. /fr3_gripper): closing sends
+    # <topic>/grasp (franka_msgs/action/Grasp), opening <topic>/move (franka_msgs/action/Move).
+    "franka_msgs/action/Grasp",
+    "geometry_msgs/msg/Twist",           # mobile bases (diff_drive_controller before Jazzy, most base drivers)
+    "geometry_msgs/msg/TwistStamped",    # mobile bases: diff_drive_controller from Jazzy on
+    "interbotix_xs_msgs/msg/JointGroupCommand",   # Interbotix xs_sdk group command (arms)
+    "interbotix_xs_msgs/msg/JointSingleCommand",  # Interbotix xs_sdk single joint (grippers)
 )
+TWIST_TYPES: tuple[str, ...] = ("geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped")
+GRIPPER_ACTION_TYPES: tuple[str, ...] = ("control_msgs/action/GripperCommand", "franka_msgs/action/Grasp")
+# Outputs that carry a whole trajectory, sent once per chunk (the controller keeps time).
+TRAJECTORY_TYPES: tuple[str, ...] = ("trajectory_msgs/msg/JointTrajectory", "control_msgs/action/FollowJointTrajectory")
+# Per-output `params` each type accepts (YAML key -> Python type), with their meaning:
+OUTPUT_PARAMS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    # max_effort: GripperCommand.command.max_effort (N for Robotiq/Franka; 0 = the controller's default).
+    # deadband: robot units; a new goal is sent only when the target moved further than this.
+    # allow_stalling / goal_tolerance / stall_timeout: mirror the real gripper_action_controller's
+    #   parameters of the same name (the simulator's stand-in applies them; set them on the robot too).
+    "control_msgs/action/GripperCommand": {"max_effort": float, "deadband": float, "allow_stalling": bool,
+                                           "goal_tolerance": float, "stall_timeout": float},
+    # allow_nonzero_velocity_at_trajectory_end / allow_partial_joints_goal: mirror the JTC's
+    #   parameters (the simulator's stand-in applies them; our trajectories always end at rest).
+    "trajectory_msgs/msg/JointTrajectory": {"allow_nonzero_velocity_at_trajectory_end": bool,
+                                            "allow_partial_joints_goal": bool},
+    "control_msgs/action/FollowJointTrajectory": {"allow_nonzero_velocity_at_trajectory_end": bool,
+                                                  "allow_partial_joints_goal": bool,
+                                                  "goal_time_tolerance": float},
+    "geometry_msgs/msg/TwistStamped": {"frame_id": str},  # header.frame_id (default base_link)
+    # speed m/s (franka_gripper default_speed 0.1), force N (grasp), epsilon_inner/outer m (a grasp
+    # succeeds only if it stops within [width - inner, width + outer]), width_scale: finger width
+    # per robot unit (2.0: our dim is one finger's opening, as franka_gripper's joint_states).
+    "franka_msgs/action/Grasp": {"speed": float, "force": float, "epsilon_inner": float, "epsilon_outer": float,
+                                 "deadband": float, "width_scale": float},
+}
+
+
+def is_action(type_name: str) -> bool:
+    """'pkg/action/Name' types are action goals, not topics (nothing to record on a topic)."""
+    return type_name.split("/")[1:2] == ["action"]
 
 
 class EmbodimentError(ValueError):
@@ -81,7 +119,13 @@ class Output:
     dims: tuple[str, ...]
     indices: tuple[int, ...]   # positions of ``dims`` in the robot vector
     joint_names: tuple[str, ...]  # driver joint names of ``dims`` (JointTrajectory, Interbotix)
-    group: str | None = None   # Interbotix group name
+    group: str | None = None   # Interbotix group name (JointGroupCommand)
+    params: Mapping[str, Any] = field(default_factory=dict, compare=False)  # OUTPUT_PARAMS[type]
+
+    @property
+    def is_action(self) -> bool:
+        """True for action outputs (``topic`` is then the action name)."""
+        return is_action(self.type)
 
 
 @dataclass(frozen=True)
@@ -406,15 +450,35 @@ def parse_embodiment(data: Any, source: str = "<dict>") -> Embodiment:
         if len(set(odims)) != len(odims):
             raise fail(f"{w}dims", "a dim is listed twice")
         kinds = {dims[by_name[dn]].kind for dn in odims}
-        if otype == "geometry_msgs/msg/Twist":
+        if otype in TWIST_TYPES:
             if not kinds <= set(BASE_KINDS):
                 raise fail(f"{w}dims", "a Twist output carries only base_vx/base_vy/base_wz dims")
         elif kinds & set(BASE_KINDS):
-            raise fail(f"{w}dims", f"base velocity dims need a geometry_msgs/msg/Twist output, not {otype}")
+            raise fail(f"{w}dims", f"base velocity dims need a Twist or TwistStamped output, not {otype}")
+        if otype in GRIPPER_ACTION_TYPES + ("interbotix_xs_msgs/msg/JointSingleCommand",) and len(odims) != 1:
+            raise fail(f"{w}dims", f"{otype} carries exactly one dim, got {len(odims)}")
+        if otype in GRIPPER_ACTION_TYPES and kinds != {"gripper"}:
+            raise fail(f"{w}dims", f"a {otype} output carries one gripper dim")
+        raw_params = ro.get("params") or {}
+        allowed = OUTPUT_PARAMS.get(otype, {})
+        if not isinstance(raw_params, Mapping):
+            raise fail(f"{w}params", "expected a mapping")
+        oparams: dict[str, Any] = {}
+        for key, val in raw_params.items():
+            if key not in allowed:
+                raise fail(f"{w}params.{key}", f"unknown for {otype}; allowed: {sorted(allowed) or 'none'}")
+            typ = allowed[key]
+            if typ is float and isinstance(val, int) and not isinstance(val, bool):
+                val = float(val)
+            if not isinstance(val, typ) or (isinstance(val, bool) and typ is not bool):
+                raise fail(f"{w}params.{key}", f"expected {getattr(typ, '__name__', typ)}, got {val!r}")
+            if typ is float and not (math.isfinite(val) and val >= 0):
+                raise fail(f"{w}params.{key}", f"must be finite and >= 0, got {val}")
+            oparams[key] = val
         covered |= set(odims)
         idx = tuple(by_name[dn] for dn in odims)
         outputs.append(Output(oname, topic, otype, tuple(odims), idx,
-                              tuple(dims[j].joint or dims[j].name for j in idx), ro.get("group")))
+                              tuple(dims[j].joint or dims[j].name for j in idx), ro.get("group"), oparams))
     missing = [d.name for d in dims if d.name not in covered]
     if missing:
         raise fail("outputs", f"dims not sent to any output: {missing}")

@@ -6,8 +6,13 @@ Publishes what the robot drivers publish, as the embodiment YAML names them:
 - sensor_msgs/Image (rgb8) on every camera topic at ``image_rate_hz``;
 - rosgraph_msgs/Clock on /clock (``publish_clock``), header stamps = sim time (monotonic
   across episode resets);
-and subscribes to every output topic with its message type (Float64MultiArray in the output's
-dims order, JointTrajectory first point matched by joint_names, Twist for the base). So switching
+and takes every output's command the way the real robot's controller does: Float64MultiArray in
+the output's dims order (forward controllers), Twist / TwistStamped for the base, Interbotix
+JointGroupCommand / JointSingleCommand; JointTrajectory topics, FollowJointTrajectory and
+GripperCommand action servers through stand-ins of joint_trajectory_controller and
+gripper_action_controller (pi0_ros.controllers: same acceptance rules, trajectories interpolated
+at every physics step, rejected ones counted and never executed, gripper goals succeed or abort).
+Controllers keep the simulator's clock (/clock): run the executor with use_sim_time. So switching
 between sim and hardware changes no policy/executor config.
 
 Also: ``~/reset`` (std_srvs/Trigger: new episode, next seed), ``~/success`` (std_msgs/Bool),
@@ -29,7 +34,7 @@ from collections.abc import Callable
 from pi0_ros import sim as _sim  # noqa: F401  (MUJOCO_GL before mujoco)
 
 from builtin_interfaces.msg import Time as TimeMsg
-from geometry_msgs.msg import Twist
+from geometry_msgs.msg import Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -37,10 +42,10 @@ from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
-from trajectory_msgs.msg import JointTrajectory
 
 from pi0_ros.robots.embodiment import Output
 from pi0_ros.ros.common import run_node
+from pi0_ros.ros.controller_servers import ControllerInterfaces
 from pi0_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from pi0_ros.sim.env import SimEnv
 
@@ -98,6 +103,11 @@ class SimNode(Node):
         self._success_pub = self.create_publisher(Bool, "~/success", 10)
         self._prompt_pub = self.create_publisher(String, "/prompt", PROMPT_QOS)
         self._subs = [self._subscribe(o) for o in emb.outputs]
+        # Trajectory and gripper-action outputs: the robot controllers' topics and action servers.
+        self._ctl_lock = threading.Lock()  # env.controllers: sim thread (stepping) vs command callbacks
+        self.controller_interfaces = ControllerInterfaces(
+            self, emb, self.env.controllers, self._ctl_lock, lambda: self.env.controller_time,
+            lambda name: float(self.env.measured_positions()[self.env.controllers.outputs[name].indices[0]]))
         self.create_service(Trigger, "~/reset", self._on_reset)
         self._publish_prompt()
         self._running = True
@@ -110,16 +120,21 @@ class SimNode(Node):
     def _subscribe(self, o: Output):
         if o.type == "std_msgs/msg/Float64MultiArray":
             return self.create_subscription(Float64MultiArray, o.topic, lambda m, o=o: self._on_array(o, m), 10)
-        if o.type == "trajectory_msgs/msg/JointTrajectory":
-            return self.create_subscription(JointTrajectory, o.topic, lambda m, o=o: self._on_traj(o, m), 10)
+        if o.type in ("trajectory_msgs/msg/JointTrajectory", "control_msgs/action/FollowJointTrajectory",
+                      "control_msgs/action/GripperCommand"):
+            return None  # ControllerInterfaces (the stand-in controllers)
         if o.type == "geometry_msgs/msg/Twist":
             return self.create_subscription(Twist, o.topic, lambda m, o=o: self._on_twist(o, m), 10)
-        if o.type == "interbotix_xs_msgs/msg/JointGroupCommand":
+        if o.type == "geometry_msgs/msg/TwistStamped":
+            return self.create_subscription(TwistStamped, o.topic, lambda m, o=o: self._on_twist(o, m.twist), 10)
+        if o.type in ("interbotix_xs_msgs/msg/JointGroupCommand", "interbotix_xs_msgs/msg/JointSingleCommand"):
             try:
-                from interbotix_xs_msgs.msg import JointGroupCommand  # type: ignore
+                from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand  # type: ignore
             except ImportError:
                 self.get_logger().error(f"output '{o.name}': interbotix_xs_msgs is not installed; not subscribed")
                 return None
+            if o.type.endswith("JointSingleCommand"):
+                return self.create_subscription(JointSingleCommand, o.topic, lambda m, o=o: self._set(o, [m.cmd]), 10)
             return self.create_subscription(JointGroupCommand, o.topic,
                                             lambda m, o=o: self._set(o, list(m.cmd)), 10)
         self.get_logger().error(f"output '{o.name}': unsupported type {o.type}")
@@ -133,16 +148,6 @@ class SimNode(Node):
 
     def _on_array(self, o: Output, msg: Float64MultiArray) -> None:
         self._set(o, list(msg.data))
-
-    def _on_traj(self, o: Output, msg: JointTrajectory) -> None:
-        if not msg.points:
-            return
-        pos = dict(zip(msg.joint_names, msg.points[0].positions))
-        missing = [j for j in o.joint_names if j not in pos]
-        if missing:
-            self.get_logger().warn(f"{o.topic}: trajectory lacks joints {missing}", throttle_duration_sec=2.0)
-            return
-        self._set(o, [pos[j] for j in o.joint_names])
 
     def _on_twist(self, o: Output, msg: Twist) -> None:
         by_kind = {"base_vx": msg.linear.x, "base_vy": msg.linear.y, "base_wz": msg.angular.z}
@@ -170,7 +175,9 @@ class SimNode(Node):
         self._time_offset += self.env.time + self.embodiment.dt
         self._episode += 1
         self.seed = self.seed + 1 if seed is None else int(seed)
-        self.env.reset(self.seed, prompt=prompt)
+        with self._ctl_lock:
+            self.env.clock_offset = self._time_offset  # the controllers keep the monotonic sim clock
+            self.env.reset(self.seed, prompt=prompt)
         for hook in self.reset_hooks:  # on this thread, before the new episode's first step
             hook()
         self._ticks_since_image = 10 ** 9
@@ -255,7 +262,8 @@ class SimNode(Node):
         self.env.close()
 
     def _on_tick(self) -> None:
-        self.env.step()
+        with self._ctl_lock:
+            self.env.step()
         self._publish_state()
 
     def _publish_state(self, images: bool = True) -> None:

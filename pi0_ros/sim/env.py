@@ -5,6 +5,8 @@ Everything crossing this interface is what a real driver would publish or accept
   YAML's robot units (linear map from the MJCF finger/driver joint, YAML open = MJCF open);
 - commands: per output (name, values in the output's dim order) or per (source, joint), joint
   position targets in robot units, held until the next command (like a forward controller);
+  trajectory and gripper-action outputs go through stand-ins of the real controllers instead
+  (``env.controllers``, pi0_ros.sim.robot_controllers), sampled at every physics step;
 - images per camera slot, HxWx3 uint8 RGB.
 
 Physics runs at TIMESTEP (2 ms); ``step()`` advances one control tick (1 / control_rate_hz)
@@ -14,6 +16,7 @@ seeded numpy Generator).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from pi0_ros import sim as _sim  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
 
@@ -22,6 +25,7 @@ import numpy as np
 
 from pi0_ros.robots.embodiment import BASE_KINDS, Embodiment, load_embodiment
 from pi0_ros.sim.disturbance import JointDisturbance
+from pi0_ros.sim.robot_controllers import SimControllers
 from pi0_ros.sim.scenes import Scene, build_scene
 from pi0_ros.sim.tasks import PickCubeTask, make_task
 
@@ -32,7 +36,7 @@ class SimEnv:
     """One simulated robot + task.
 
     Args:
-        embodiment_name: embodiment name (config/embodiments/<name>.yaml) or an Embodiment.
+        embodiment_name: embodiment name (config/embodiments/<name>.yaml), a YAML path, or an Embodiment.
         seed: seed of the first episode (reset() is called in the constructor).
         task: task name (see pi0_ros.sim.tasks.TASKS) or a task instance; default pick_cube.
         image_size: rendered images are image_size x image_size.
@@ -45,7 +49,7 @@ class SimEnv:
 
     def __init__(
         self,
-        embodiment_name: str | Embodiment = "trossen_bimanual",
+        embodiment_name: str | Path | Embodiment = "trossen_bimanual",
         seed: int = 0,
         task: str | PickCubeTask | None = None,
         image_size: int = 224,
@@ -53,7 +57,7 @@ class SimEnv:
         disturbance_std: float = 0.0,
         disturbance_tau: float = 0.5,
     ) -> None:
-        self.embodiment = (load_embodiment(embodiment_name) if isinstance(embodiment_name, str)
+        self.embodiment = (load_embodiment(embodiment_name) if isinstance(embodiment_name, (str, Path))
                            else embodiment_name)
         self.task = task if isinstance(task, PickCubeTask) else make_task(task)
         self.scene: Scene = build_scene(self.embodiment, self.task.objects)
@@ -73,6 +77,10 @@ class SimEnv:
         arm_joints = np.array([d.kind == "joint" and b is not None
                                for d, b in zip(self.embodiment.dims, self.scene.dims)])
         self.disturbance = JointDisturbance(arm_joints, disturbance_std, disturbance_tau, self.control_dt)
+        # Stand-ins for the robot's joint_trajectory_controller / gripper_action_controller behind
+        # trajectory and gripper-action outputs, on the simulator's ROS clock: clock_offset + time.
+        self.clock_offset = 0.0
+        self.controllers = SimControllers(self.embodiment, self.scene.home)
         self.seed = seed
         self.tick = 0
         self.reset(seed)
@@ -104,6 +112,13 @@ class SimEnv:
         mujoco.mj_forward(m, d)
         self.tick = 0
         self.base_pose = np.zeros(3)
+        if hasattr(self, "controllers"):
+            self.controllers.reset(self._targets, self.controller_time)
+
+    @property
+    def controller_time(self) -> float:
+        """The controllers' clock (s): the simulator's ROS time, ``clock_offset`` + :attr:`time`."""
+        return self.clock_offset + float(self.data.time)
 
     @property
     def time(self) -> float:
@@ -120,9 +135,18 @@ class SimEnv:
     # ------------------------------------------------------------------ stepping
     def step(self, ticks: int = 1) -> None:
         """Advance ``ticks`` control ticks (n_substeps physics steps each) holding the targets."""
+        ctl = self.controllers
         for _ in range(ticks):
-            self._apply_targets(self.disturbance.step() if self.disturbance.enabled else None)
-            mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+            offset = self.disturbance.step() if self.disturbance.enabled else None
+            if ctl.active:  # trajectory controllers set their targets at every physics step
+                for _ in range(self.n_substeps):
+                    ctl.sample_into(self._targets, self.controller_time)
+                    self._apply_targets(offset)
+                    mujoco.mj_step(self.model, self.data)
+                ctl.update(self.controller_time, self.measured_positions(), self.measured_velocities())
+            else:
+                self._apply_targets(offset)
+                mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
             self.tick += 1
             if self._base_idx:
                 v = self.base_velocity()
@@ -174,6 +198,8 @@ class SimEnv:
         if not np.all(np.isfinite(vals)):
             raise ValueError(f"non-finite command {vals}")
         self._targets[idx] = np.clip(vals, self.embodiment.lower[idx], self.embodiment.upper[idx])
+        if self.controllers.active:  # trajectory / gripper-action outputs: their controllers hold these
+            self.controllers.hold(self._targets, idx)
 
     def set_targets(self, robot: Sequence[float]) -> None:
         """Set the whole robot vector (n,) of targets at once (robot units, YAML dim order)."""
@@ -188,6 +214,22 @@ class SimEnv:
         return self._targets.copy()
 
     # ------------------------------------------------------------------ state
+    def measured_positions(self) -> np.ndarray:
+        """(n,) robot units: simulated dims measured, the others (base) their targets."""
+        out = self._targets.copy()
+        for i, b in enumerate(self.scene.dims):
+            if b is not None:
+                out[i] = b.to_robot(float(self.data.qpos[b.qpos_adr]))
+        return out
+
+    def measured_velocities(self) -> np.ndarray:
+        """(n,) robot units / s (0 for dims that are not simulated)."""
+        out = np.zeros(self.embodiment.num_dims)
+        for i, b in enumerate(self.scene.dims):
+            if b is not None:
+                out[i] = b.read_scale * float(self.data.qvel[b.dof_adr])
+        return out
+
     def joint_positions(self) -> dict[str, dict[str, float]]:
         """{source: {joint: position in robot units}} for every simulated dim."""
         out: dict[str, dict[str, float]] = {s: {} for s in self.embodiment.joint_state_sources}

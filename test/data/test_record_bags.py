@@ -24,7 +24,10 @@ def test_record_topics_cover_the_embodiment(name):
     for t in emb.joint_state_sources.values():
         assert topics[t] == "sensor_msgs/msg/JointState"
     for o in emb.outputs:
-        assert topics[o.topic] == o.type
+        if o.is_action:  # gripper / trajectory actions: goals are not a topic, nothing to record
+            assert o.topic not in topics
+        else:
+            assert topics[o.topic] == o.type
     if emb.odometry_topic:
         assert topics[emb.odometry_topic] == "nav_msgs/msg/Odometry"
     assert topics["/prompt"] == "std_msgs/msg/String"
@@ -74,7 +77,7 @@ def test_recorder_node_on_a_real_graph(tmp_path):
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, JointState
-    from std_msgs.msg import Float64MultiArray, String
+    from std_msgs.msg import String
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
     from pi0_ros.ros.recorder_node import RecorderNode
@@ -97,16 +100,16 @@ def test_recorder_node_on_a_real_graph(tmp_path):
         cams = {c.topic: pub_node.create_publisher(Image, c.topic, qos) for c in emb.cameras}
         js = pub_node.create_publisher(JointState, "/joint_states", qos)
         arm = pub_node.create_publisher(JointTrajectory, emb.outputs[0].topic, qos)
-        grip = pub_node.create_publisher(Float64MultiArray, emb.outputs[1].topic, qos)
         prompt = pub_node.create_publisher(String, "/prompt", latched)
-        expected = set(cams) | {"/joint_states", emb.outputs[0].topic, emb.outputs[1].topic, "/prompt"}
+        # ur5e's gripper is a GripperCommand action: no topic to record.
+        expected = set(cams) | {"/joint_states", emb.outputs[0].topic, "/prompt"}
         end = time.monotonic() + 10
         while time.monotonic() < end and not expected <= set(rec.subscribed):
             time.sleep(0.05)
         assert expected <= set(rec.subscribed), rec.pending_topics
         assert rec.recorder.offered_qos["/prompt"][0].durability.name == "TRANSIENT_LOCAL"
         assert rec.subscribed["/prompt"].durability == DurabilityPolicy.TRANSIENT_LOCAL
-        pubs = [*cams.values(), js, arm, grip]
+        pubs = [*cams.values(), js, arm]
         end = time.monotonic() + 5
         while time.monotonic() < end and not all(p.get_subscription_count() >= 1 for p in pubs):
             time.sleep(0.05)
@@ -128,9 +131,7 @@ def test_recorder_node_on_a_real_graph(tmp_path):
             published["/joint_states"] += 1
             if k % 5 == 0:
                 arm.publish(JointTrajectory(joint_names=names[:6], points=[JointTrajectoryPoint(positions=[0.1] * 6)]))
-                grip.publish(Float64MultiArray(data=[0.3]))
                 published[emb.outputs[0].topic] += 1
-                published[emb.outputs[1].topic] += 1
             if k % 10 == 0:
                 for t, p in cams.items():
                     p.publish(img)

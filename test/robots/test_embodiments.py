@@ -166,7 +166,7 @@ def test_missing_source_rejected():
     e = load_embodiment("franka")
     pos = _positions(e)
     del pos["gripper"]
-    with pytest.raises(JointStateError, match="/franka_gripper/joint_states"):
+    with pytest.raises(JointStateError, match="/fr3_gripper/joint_states"):
         e.state_from_joints(pos)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
+from rclpy.action import ActionServer, GoalResponse
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
@@ -106,8 +107,15 @@ class FakeRobot:
         self._cam_pubs = {c.slot: self.node.create_publisher(Image, c.topic, qos_profile_sensor_data) for c in emb.cameras}
         self._img = np.random.default_rng(0).integers(0, 255, size=camera_shape + (3,), dtype=np.uint8)
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self._action_servers = []
         for o in emb.outputs:
             cls, _ = make_builder(o, [emb.dims[i] for i in o.indices], emb.dt)
+            if o.is_action:  # an action server that accepts and records every goal, then succeeds
+                self._action_servers.append(ActionServer(
+                    self.node, cls, o.topic, execute_callback=lambda gh, c=cls: (gh.succeed(), c.Result())[1],
+                    goal_callback=lambda g, n=o.name: (self.commands[n].append((now(self.node), g)),
+                                                       GoalResponse.ACCEPT)[1]))
+                continue
             self.node.create_subscription(cls, o.topic, lambda m, n=o.name: self.commands[n].append((now(self.node), m)),
                                           reliable)
         self.node.create_subscription(JointState, "/pi0_executor/commanded", self._on_commanded, reliable)

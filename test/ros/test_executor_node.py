@@ -228,6 +228,11 @@ def _values(msg, emb, out):
         assert all(len(p.velocities) == len(p.positions) for p in msg.points)
         assert not any(msg.points[-1].velocities)  # at rest at the end
         return np.array(msg.points[-1].positions)
+    if t.endswith("GripperCommand"):  # the goal the fake robot's action server received
+        return np.array([msg.command.position])
+    if t.endswith("TwistStamped"):
+        msg = msg.twist
+        t = "Twist"
     if t.endswith("Twist"):
         f = {"base_vx": msg.linear.x, "base_vy": msg.linear.y, "base_wz": msg.angular.z}
         return np.array([f[emb.dims[i].kind] for i in out.indices])

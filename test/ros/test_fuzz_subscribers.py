@@ -159,6 +159,7 @@ def _run(g: Graph, seed: int) -> None:
     assert ex.tick_errors == 0
     for o in emb.outputs:
         for _, m in robot.commands[o.name]:
-            data = np.array(m.data) if hasattr(m, "data") else np.array([m.linear.x, m.angular.z])
+            tw = getattr(m, "twist", m)  # TwistStamped or Twist
+            data = np.array(m.data) if hasattr(m, "data") else np.array([tw.linear.x, tw.angular.z])
             assert np.all(np.isfinite(data))
     assert sum(ex.core.rejected.values()) > 10 and sum(obs.rejected.values()) > 10

@@ -305,7 +305,9 @@ class ExecutorNode(Node):
             msg = f"holding: {why}"
         else:
             level, msg = OK, "executing"
-        values = {**counters, **self.jitter_stats(), "dry_run": self.params["dry_run"]}
+        outputs = {f"output.{name}.{k}": v for name, c in self.commands.counters().items() for k, v in c.items() if v}
+        values = {**counters, **outputs, **self.jitter_stats(), "tick_errors": self.tick_errors,
+                  "dry_run": self.params["dry_run"]}
         arr = DiagnosticArray()
         arr.header.stamp = self.get_clock().now().to_msg()
         arr.status = [status(f"pi0_ros: executor ({self.embodiment.name})", level, msg, values)]

@@ -88,3 +88,52 @@ def test_streaming_embodiments_get_no_trajectories() -> None:
     ex.offer_chunk(embodiment=emb.name, joint_names=emb.dim_names, actions=np.zeros((50, emb.num_dims)),
                    stamp=0.0, dt=emb.dt, seq=0, now=0.0)
     assert all(ex.tick(k * emb.dt).trajectory is None for k in range(60))
+
+
+def test_executor_trajectories_through_the_jtc_stand_in_never_jump() -> None:
+    """What joint_trajectory_controller would execute from the executor's trajectories: every
+    trajectory accepted, and the set point sampled at the control rate never moves more than the
+    step limit per tick - across chunk switches (one far away), late chunks, and the final hold."""
+    from pi0_ros.controllers import JtcEmulator, JtcParams, TrajectorySpec
+
+    arm = [i for i, d in enumerate(EMB.dims) if d.kind == "joint"]
+    names = tuple(EMB.dims[i].joint for i in arm)
+    rng = np.random.default_rng(0)
+    ex = ChunkExecutor(EMB)
+    home = np.zeros(EMB.num_dims)
+    ex.set_measured(home)
+    jtc = JtcEmulator(JtcParams(names), home[arm])
+    dt = EMB.dt
+    base = home.copy()
+    chunks = {0.0: 0.0, 0.55: 0.08, 1.1: 0.05}  # arrival time -> latency (s)
+    sent = rejected = 0
+    samples = []
+    t = 0.0
+    tick = 0
+    while t < 3.0:
+        for arrival, latency in list(chunks.items()):
+            if t >= arrival:
+                del chunks[arrival]
+                offset = 0.6 if arrival == 0.55 else 0.0  # one chunk far from the others
+                acts = base + offset + np.cumsum(rng.normal(0, 0.02, (50, EMB.num_dims)), axis=0)
+                base = acts[12]
+                assert offer(ex, acts, stamp=arrival - latency, now=t, seq=tick) is None
+        res = ex.tick(t)
+        if res.trajectory is not None:
+            tr = res.trajectory
+            spec = TrajectorySpec.from_arrays(names, tr.start, tr.times, tr.positions[:, arm], tr.velocities[:, arm])
+            reason = jtc.submit(spec, t)
+            sent += 1
+            rejected += reason is not None
+        # The controller's set point between our ticks, at 500 Hz.
+        for k in range(int(round(dt / 0.002))):
+            samples.append(jtc.sample(t + k * 0.002))
+        tick += 1
+        t = tick * dt + rng.uniform(0, 0.01)  # a jittery control loop
+    assert sent >= 4 and rejected == 0
+    s = np.array(samples)
+    per_tick = np.abs(s[10::10] - s[:-10:10])  # set points one control period apart
+    step = EMB.max_velocity[arm] / EMB.control_rate_hz
+    assert np.all(per_tick <= step * 1.05 + 1e-9), per_tick.max(axis=0) / step
+    assert np.abs(s[-1] - s[-11]).max() < 1e-9  # held still at the end
+    assert np.abs(s).max() > 0.3  # it did move

@@ -364,7 +364,9 @@ def run(args: argparse.Namespace) -> int:
         "peak_rss_mb_ours": peak_rss_ours,  # after our first chunk, before any transformers model
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "torch": torch.__version__,
-        "samples_ms": {"model_total": model_ms, "total": [t["total"] for t in e2e]},
+        # per run, so that a run on a loaded machine can be told apart (prefix/steps: hooks only)
+        "samples_ms": {"model_total": model_ms, "prefix": prefix_ms, "steps": steps_ms,
+                       "total": [t["total"] for t in e2e]},
         "transformers": None,
     }
     if hf_info is not None:

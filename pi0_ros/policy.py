@@ -4,8 +4,9 @@ Pipeline (openpi `policies/policy.py` order):
 
     PolicyInput (HWC uint8 RGB per camera slot, padded state in robot units, prompt)
       -> resize_with_pad + [-1, 1] CHW, missing cameras = black + mask False   (preprocess)
-      -> tokenize prompt (BOS + text + "\\n", padded)                          (preprocess)
-      -> normalise state (z-score by default)                                 (preprocess)
+      -> normalise state (π0: z-score, π0.5: quantiles, by default)          (preprocess)
+      -> tokenize prompt (π0: BOS + text + "\\n"; π0.5: "Task: ..., State: <256-bin
+         state>;\\nAction: ", padded)                                          (preprocess)
       -> PI0Model.sample_actions (flow matching, num_steps Euler steps)        (model)
       -> unnormalise actions -> float64 (chunk_size, action_dim)               (postprocess)
 
@@ -163,6 +164,15 @@ class Policy:
             raise ValueError(f"state has non-finite values at {np.flatnonzero(~np.isfinite(state)).tolist()}")
         return state
 
+    @property
+    def state_dims(self) -> int:
+        """π0.5: how many leading state dims the prompt carries: those the state statistics
+        cover (openpi discretises the robot's state before padding), else the whole vector."""
+        stats = self.normalizer.stats
+        if stats is None or "state" not in stats:
+            return self.action_dim
+        return min(stats["state"].dim, self.action_dim)
+
     def make_inputs(self, inp: PolicyInput):
         """Preprocess one observation into a batch-of-one ModelInputs on the policy's device."""
         from pi0_ros.model.inputs import ModelInputs
@@ -179,8 +189,11 @@ class Policy:
                 logger.warning("the model has camera slots %s; ignoring %s", list(self.camera_names), sorted(extra))
             images = {k: v for k, v in images.items() if k in self.camera_names}
         pixels, image_mask = images_to_model(images, self.camera_names, size, size)
-        tokens, token_mask = self.tokenizer.encode(inp.prompt)
         norm_state = self.normalizer.normalize(state, "state")
+        if self.config.is_pi05:  # the state is prompt text; the model ignores inputs.state
+            tokens, token_mask = self.tokenizer.encode(inp.prompt, norm_state[: self.state_dims])
+        else:
+            tokens, token_mask = self.tokenizer.encode(inp.prompt)
         inputs = ModelInputs(
             images=pixels[None],  # float32; the model casts to its compute dtype
             image_masks=image_mask[None],
@@ -271,10 +284,13 @@ class Policy:
         *,
         num_steps: int = 10,
         dtype: str | torch.dtype | None = None,
-        norm_mode: NormMode = "zscore",
+        norm_mode: NormMode | None = None,
         noise_scale: float = 1.0,
     ) -> Policy:
         """Load model, tokenizer and norm stats from a checkpoint directory.
+
+        The family (π0 / π0.5) comes from the checkpoint's config.json; ``norm_mode=None``
+        takes the family's default (openpi: π0 z-score, π0.5 quantiles).
 
         Norm stats come from `assets/<asset_id>/norm_stats.json`; with `asset_id=None` the
         only asset directory is used, and with none the policy runs un-normalised (warning).
@@ -308,7 +324,7 @@ class Policy:
             )
             normalizer = Normalizer.identity()
         else:
-            normalizer = Normalizer(load_norm_stats(stats_file), mode=norm_mode)
+            normalizer = Normalizer(load_norm_stats(stats_file), mode=norm_mode or model.config.default_norm_mode)
         delta = None
         if stats_file is not None and (stats_file.parent / DELTA_FILENAME).is_file():
             delta = load_delta_mask(stats_file.parent)
@@ -324,20 +340,33 @@ class Policy:
         *,
         num_cameras: int = 3,
         num_steps: int = 10,
+        family: str = "pi0",
     ) -> Policy:
-        """The tiny preset with RANDOM weights, the tiny tokenizer and identity stats (demo/tests)."""
+        """The tiny preset (family "pi0" or "pi05") with RANDOM weights, the tiny tokenizer and
+        identity stats (demo/tests)."""
         from pi0_ros.model.config import get_preset
         from pi0_ros.model.pi0 import PI0Model
 
-        config = get_preset("tiny", action_dim=action_dim, num_cameras=num_cameras)
+        if family not in ("pi0", "pi05"):
+            raise ValueError(f'family must be "pi0" or "pi05", got {family!r}')
+        config = get_preset("tiny" if family == "pi0" else "pi05_tiny", action_dim=action_dim, num_cameras=num_cameras)
         logger.warning(
-            "!!! Policy.tiny_random: the tiny pi0 has RANDOM weights (seed %d); its actions are "
+            "!!! Policy.tiny_random: the tiny %s has RANDOM weights (seed %d); its actions are "
             "meaningless. For plumbing tests and demos only — never drive a real robot with it. !!!",
+            family,
             seed,
         )
         with torch.random.fork_rng(devices=[]):  # do not disturb the caller's RNG
             torch.manual_seed(seed)
             model = PI0Model(config, device=device)
+            if config.is_pi05:
+                # openpi zero-initialises the adaRMS modulation, which closes every expert gate:
+                # the actions would ignore the observation. A random demo policy should react
+                # to its inputs as the π0 one does, so open the gates a little.
+                with torch.no_grad():
+                    for name, p in model.named_parameters():
+                        if ".dense." in name:
+                            p.normal_(0.0, 0.05)
         tokenizer = tiny_tokenizer(max_len=config.max_token_len)
         policy = cls(model, tokenizer, Normalizer.identity(), device=device, num_steps=num_steps)
         policy.random_weights = True

@@ -1,17 +1,23 @@
-"""`pi0-ros bench model`: latency and memory of one π0 action chunk.
+"""`pi0-ros bench model`: latency and memory of one π0 or π0.5 action chunk.
 
 Weights are random (latency does not depend on their values). Per run it measures:
-- the model alone, split into the prefix pass (SigLIP + VLM over images and prompt, plus the
+- the model alone, split into the prefix pass (SigLIP + VLM over images and prompt, plus π0's
   state token, building the K/V cache) and the Euler steps (action expert only);
 - the end-to-end `Policy.infer` (resize_with_pad of 480x640 camera frames, tokenizer,
   normalisation, model, unnormalisation).
 Medians are reported. With `--compare-transformers` the same configuration is built as
 transformers' `PI0ForConditionalGeneration` and its `sample_actions` is timed in the same
-process, with the same threads and inputs.
+process, with the same threads and inputs (π0 only: no transformers release has π0.5 yet).
+
+`--family pi05` benchmarks π0.5 at the preset's geometry (pi05_full == --preset full --family
+pi05). Its prompt carries the state as text: with the tiny tokenizer (digits split, as Gemma's
+tokenizer splits them) the 32-dim state adds about 130 prompt tokens; the JSON reports
+`prompt_tokens`.
 
 Usage (also `python -m pi0_ros.bench.model`):
     pi0-ros bench model --preset tiny --cameras 2 --runs 20 --threads 2 --json --compare-transformers
     pi0-ros bench model --preset full --runs 1 --warmup 0 --json
+    pi0-ros bench model --preset full --family pi05 --runs 1 --warmup 0 --json
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ FRAME_HW = (480, 640)  # camera frames as a robot delivers them; resized inside 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the `bench model` options on `parser`."""
     parser.add_argument("--preset", default="tiny", help="model preset: tiny, small, full, ... (default: tiny)")
+    parser.add_argument("--family", choices=("pi0", "pi05"), default=None,
+                        help="model family at the preset's geometry (default: the preset's)")
     parser.add_argument("--cameras", type=int, default=None, help="cameras fed to the model, 1..3 (default: preset's)")
     parser.add_argument("--runs", type=int, default=10, help="timed chunks (default: 10)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed chunks first (default: 2)")
@@ -238,7 +246,7 @@ def transformers_sampler(config, inputs, noise, seed: int, device: torch.device,
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark; print a report (or JSON with --json). Returns the exit code."""
-    from pi0_ros.model.config import get_preset
+    from pi0_ros.model.config import DEFAULT_MAX_TOKEN_LEN, get_preset
     from pi0_ros.model.pi0 import TORCH_DTYPES, PI0Model
     from pi0_ros.model.tokenizer import tiny_tokenizer
     from pi0_ros.policy import Policy
@@ -256,6 +264,11 @@ def run(args: argparse.Namespace) -> int:
         if args.dtype is not None:
             overrides["dtype"] = args.dtype
         config = get_preset(args.preset, **overrides)
+        if args.family is not None and args.family != config.family:
+            # the other family at the same geometry, with that family's prompt budget
+            config = config.replace(family=args.family, max_token_len=DEFAULT_MAX_TOKEN_LEN[args.family])
+        if args.compare_transformers and config.is_pi05:
+            raise ValueError("--compare-transformers: transformers has no π0.5 model (pi0 only)")
     except ValueError as e:
         print(f"bench model: {e}", file=sys.stderr)
         return 2
@@ -326,6 +339,8 @@ def run(args: argparse.Namespace) -> int:
     peak_rss = _peak_rss_mb()
     result: dict[str, Any] = {
         "preset": args.preset,
+        "family": config.family,
+        "prompt_tokens": int(inputs.token_masks.sum()),
         "params": model.num_parameters(),
         "cameras": cameras,
         "threads": threads,
@@ -349,7 +364,9 @@ def run(args: argparse.Namespace) -> int:
         "peak_rss_mb_ours": peak_rss_ours,  # after our first chunk, before any transformers model
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
         "torch": torch.__version__,
-        "samples_ms": {"model_total": model_ms, "total": [t["total"] for t in e2e]},
+        # per run, so that a run on a loaded machine can be told apart (prefix/steps: hooks only)
+        "samples_ms": {"model_total": model_ms, "prefix": prefix_ms, "steps": steps_ms,
+                       "total": [t["total"] for t in e2e]},
         "transformers": None,
     }
     if hf_info is not None:
@@ -380,8 +397,8 @@ def _report(result: dict[str, Any], as_json: bool) -> None:
         return
     r = result
     print(
-        f"pi0 {r['preset']}: {r['params'] / 1e6:.2f}M params, {r['dtype']}, {r['device']}, {r['threads']} threads, "
-        f"{r['cameras']} cameras, {r['num_steps']} steps, median of {r['runs']} runs"
+        f"{r['family']} {r['preset']}: {r['params'] / 1e6:.2f}M params, {r['dtype']}, {r['device']}, {r['threads']} threads, "
+        f"{r['cameras']} cameras, {r['prompt_tokens']} prompt tokens, {r['num_steps']} steps, median of {r['runs']} runs"
     )
     print(f"  prefix        {_fmt(r['prefix_ms'])}")
     print(f"  per step      {_fmt(r['step_ms'])}")

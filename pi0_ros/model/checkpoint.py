@@ -1,4 +1,4 @@
-"""Load and save pi0 checkpoints in the openpi PyTorch format (safetensors only, never pickle).
+"""Load and save pi0 / pi0.5 checkpoints in the openpi PyTorch format (safetensors only, never pickle).
 
 A checkpoint directory holds ``model.safetensors`` and ``config.json`` (others add
 ``assets/`` and tokenizer files; this module never touches them). Accepted weight layouts:
@@ -12,14 +12,21 @@ A checkpoint directory holds ``model.safetensors`` and ``config.json`` (others a
 * older transformers naming (``paligemma.language_model.model.*``, ``paligemma.vision_tower.*``,
   ``paligemma.multi_modal_projector.*``) is renamed to the above.
 
+π0.5 checkpoints have the same layouts with π0.5's parameters (``time_mlp_in/out`` instead of
+``state_proj`` / ``action_time_mlp_*``; the expert's norms as ``...layernorm.dense`` and
+``norm.dense``): the key check is against the model the config describes, so a π0 config with
+π0.5 weights (or the reverse) fails with the list of differences.
+
 Ignored (unused by pi0): the action expert's ``lm_head.weight`` and ``model.embed_tokens.weight``.
 Every other key must match a parameter exactly, with the same shape; otherwise
 ``CheckpointError`` names every missing, unexpected and misshapen key.
 
-Accepted ``config.json`` formats: ours (``"format": "pi0_ros"``, the PI0Config fields),
-openpi's converter (``action_dim``, ``action_horizon``, ``paligemma_variant``,
-``action_expert_variant``, ``precision``) and LeRobot's (``"type": "pi0"``, ``max_action_dim``,
-``chunk_size``, ``tokenizer_max_length``, variants, ``dtype``).
+Accepted ``config.json`` formats: ours (``"format": "pi0_ros"``, the PI0Config fields incl.
+``family``; older files without it are π0), openpi's converter (``action_dim``,
+``action_horizon``, ``paligemma_variant``, ``action_expert_variant``, ``precision``, ``pi05``)
+and LeRobot's (``"type": "pi0"`` or ``"pi05"``, ``max_action_dim``, ``chunk_size``,
+``tokenizer_max_length``, variants, ``dtype``). The family decides the prompt budget default
+(π0 48, π0.5 200 tokens), as in openpi and LeRobot.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .config import GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE, SIGLIP_SO400M_14, PI0Config
+from .config import DEFAULT_MAX_TOKEN_LEN, GEMMA_VARIANTS, PALIGEMMA_VOCAB_SIZE, SIGLIP_SO400M_14, PI0Config
 from .pi0 import TORCH_DTYPES, PI0Model
 
 WEIGHTS_NAME = "model.safetensors"
@@ -83,8 +90,9 @@ def config_from_dict(d: dict[str, Any]) -> PI0Config:
             fields = {k: v for k, v in d.items() if k not in ("format", "format_version")}
             return PI0Config.from_dict(fields)
         if "type" in d or "max_action_dim" in d:  # LeRobot
-            if d.get("type", "pi0") != "pi0":
-                raise CheckpointError(f"config.json: LeRobot policy type {d.get('type')!r} is not pi0")
+            family = d.get("type", "pi0")
+            if family not in ("pi0", "pi05"):
+                raise CheckpointError(f"config.json: LeRobot policy type {family!r} is not pi0 or pi05")
             res = d.get("image_resolution") or (SIGLIP_SO400M_14.image_size,) * 2
             if res[0] != res[1]:
                 raise CheckpointError(f"config.json: non-square image_resolution {res}")
@@ -96,12 +104,12 @@ def config_from_dict(d: dict[str, Any]) -> PI0Config:
                 vocab_size=PALIGEMMA_VOCAB_SIZE,
                 action_dim=int(d.get("max_action_dim", 32)),
                 chunk_size=int(d.get("chunk_size", 50)),
-                max_token_len=int(d.get("tokenizer_max_length", 48)),
+                max_token_len=int(d.get("tokenizer_max_length", DEFAULT_MAX_TOKEN_LEN[family])),
                 dtype=dtype if dtype in TORCH_DTYPES else "float32",
+                family=family,
             )
         if "action_horizon" in d or "paligemma_variant" in d:  # openpi converter
-            if d.get("pi05", False):
-                raise CheckpointError("config.json: pi0.5 checkpoints are not supported (pi0 only)")
+            family = "pi05" if d.get("pi05", False) else "pi0"
             precision = d.get("precision", "bfloat16")
             return PI0Config(
                 vision=SIGLIP_SO400M_14,
@@ -110,8 +118,9 @@ def config_from_dict(d: dict[str, Any]) -> PI0Config:
                 vocab_size=PALIGEMMA_VOCAB_SIZE,
                 action_dim=int(d.get("action_dim", 32)),
                 chunk_size=int(d.get("action_horizon", 50)),
-                max_token_len=int(d.get("max_token_len", 48)),
+                max_token_len=int(d.get("max_token_len", DEFAULT_MAX_TOKEN_LEN[family])),
                 dtype=precision if precision in TORCH_DTYPES else "bfloat16",
+                family=family,
             )
     except CheckpointError:
         raise
@@ -201,7 +210,7 @@ def load_checkpoint(
             if shape != expected[n][0]
         )
         if missing or unexpected or misshapen or duplicated:
-            parts = [f"checkpoint {weights_path} does not fit the pi0 config in {config_path.name}"]
+            parts = [f"checkpoint {weights_path} does not fit the {config.family} config in {config_path.name}"]
             for label, items in (
                 ("missing keys", missing),
                 ("unexpected keys", unexpected),

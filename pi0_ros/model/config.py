@@ -1,4 +1,9 @@
-"""Configuration of the pi0 network: frozen dataclasses, validation and named presets.
+"""Configuration of the pi0 / pi0.5 networks: frozen dataclasses, validation and named presets.
+
+One config class serves both families (``family``: "pi0" or "pi05"): π0.5 has the same
+backbone, expert geometry, attention and sampler, and differs only in the action expert's
+time conditioning, the state's route (prompt text instead of a suffix token) and defaults
+(prompt budget 200, quantile normalisation). A checkpoint's config.json carries the family.
 
 Numbers follow docs/pi0-facts.md (openpi's conventions; openpi calls ``chunk_size``
 ``action_horizon`` and ``action_dim`` is its padded ``max_action_dim``).
@@ -12,6 +17,11 @@ from typing import Any
 
 CAMERA_NAMES: tuple[str, ...] = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
 DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+FAMILIES: tuple[str, ...] = ("pi0", "pi05")
+# openpi Pi0Config: max_token_len = 200 if pi05 else 48 (the state text needs the room).
+DEFAULT_MAX_TOKEN_LEN: dict[str, int] = {"pi0": 48, "pi05": 200}
+# openpi's π0 configs normalise with z-scores, its π0.5 configs with quantiles (q01/q99 -> ±1).
+DEFAULT_NORM_MODE: dict[str, str] = {"pi0": "zscore", "pi05": "quantile"}
 
 
 def _check_positive(owner: str, **values: int | float) -> None:
@@ -94,7 +104,7 @@ class SiglipConfig:
 
 @dataclass(frozen=True)
 class PI0Config:
-    """The whole pi0 network."""
+    """The whole pi0 (family "pi0") or pi0.5 (family "pi05") network."""
 
     vision: SiglipConfig
     vlm: GemmaConfig  # PaliGemma's language model ("paligemma_variant" in openpi)
@@ -106,6 +116,7 @@ class PI0Config:
     num_cameras: int = 3  # image slots, in CAMERA_NAMES order
     dtype: str = "float32"  # dtype of the big matrices; "bfloat16" for GPU / full
     compile_sampler: bool = False  # torch.compile the per-step denoiser (GPU)
+    family: str = "pi0"  # "pi0" | "pi05" (openpi Pi0Config.pi05; LeRobot policy type)
 
     def __post_init__(self) -> None:
         for name, kind in (("vision", SiglipConfig), ("vlm", GemmaConfig), ("expert", GemmaConfig)):
@@ -134,6 +145,21 @@ class PI0Config:
             raise ValueError(f"num_cameras must be <= {len(CAMERA_NAMES)}, got {self.num_cameras}")
         if self.dtype not in DTYPES:
             raise ValueError(f"PI0Config.dtype must be one of {DTYPES}, got {self.dtype!r}")
+        if self.family not in FAMILIES:
+            raise ValueError(f"PI0Config.family must be one of {FAMILIES}, got {self.family!r}")
+
+    @property
+    def is_pi05(self) -> bool:
+        return self.family == "pi05"
+
+    @property
+    def num_state_tokens(self) -> int:
+        """Suffix tokens before the actions: π0's state token; π0.5 writes the state in the prompt."""
+        return 0 if self.is_pi05 else 1
+
+    @property
+    def default_norm_mode(self) -> str:
+        return DEFAULT_NORM_MODE[self.family]
 
     @property
     def camera_names(self) -> tuple[str, ...]:
@@ -215,6 +241,9 @@ PRESETS: dict[str, PI0Config] = {
         max_token_len=16,  # the task prompts are ~7 tokens; 48 would cost 30 % more per step
     ),
 }
+# π0.5: the same networks with adaRMS time conditioning and the state in a 200-token prompt.
+PRESETS["pi05_full"] = dataclasses.replace(PRESETS["full"], family="pi05", max_token_len=DEFAULT_MAX_TOKEN_LEN["pi05"])
+PRESETS["pi05_tiny"] = dataclasses.replace(PRESETS["tiny"], family="pi05", max_token_len=DEFAULT_MAX_TOKEN_LEN["pi05"])
 
 
 def get_preset(name: str, **overrides: Any) -> PI0Config:

@@ -5,6 +5,11 @@ queries, keys and values of all experts are concatenated along the sequence and 
 ONE softmax; the output is split back per expert for its o_proj, post-attention RMSNorm and
 GeGLU MLP. Module names follow transformers' GemmaModel (``layers.{i}.self_attn.q_proj``...).
 
+π0.5's action expert is the same stack with adaptive norms (``cond_dim`` set): every RMSNorm
+(input, post-attention, final) becomes an ``AdaRMSNorm`` conditioned on the time embedding,
+and each residual branch is multiplied by the gate that norm predicts (openpi
+``_gated_residual``). The VLM never has them, so π0 and π0.5 share everything else here.
+
 Attention layout: multi-query/grouped heads are folded into the query length, so that a
 single SDPA call with KV heads as the "head" axis does the work without repeating K/V:
 q (B, L, KVH*g, D) -> (B, KVH, L*g, D); with KVH = 1 (Gemma 2B) this is a free view.
@@ -20,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import GemmaConfig
-from .layers import Linear, RMSNorm, gelu_tanh
+from .layers import AdaRMSNorm, Linear, RMSNorm, gelu_tanh
 
 KVCache = list[tuple[Tensor, Tensor]]  # per layer (k, v), each (B, KVH, L, D), RoPE applied
 
@@ -45,24 +50,50 @@ class GemmaMLP(nn.Module):
         return self.down_proj(gelu_tanh(self.gate_proj(x)) * self.up_proj(x))
 
 
+def make_norm(cfg: GemmaConfig, cond_dim: int | None) -> RMSNorm | AdaRMSNorm:
+    """Gemma's RMSNorm, or π0.5's adaptive one when the stack is time-conditioned."""
+    if cond_dim is None:
+        return RMSNorm(cfg.width, eps=cfg.rms_norm_eps)
+    return AdaRMSNorm(cfg.width, cond_dim, eps=cfg.rms_norm_eps)
+
+
+def apply_norm(norm: RMSNorm | AdaRMSNorm, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """-> (normalised x, residual gate or None). A conditioned norm needs its cond."""
+    if isinstance(norm, AdaRMSNorm):
+        if cond is None:
+            raise ValueError("this stack has adaptive (adaRMS) norms: pass its conditioning (time embedding)")
+        return norm(x, cond)
+    return norm(x), None
+
+
+def gated_residual(x: Tensor, y: Tensor, gate: Tensor | None) -> Tensor:
+    """x + y (Gemma), or x + y * gate (π0.5's adaRMS stacks); y cast to x's dtype."""
+    y = y.to(x.dtype)
+    return x + y if gate is None else x + y * gate.to(x.dtype)
+
+
 class GemmaDecoderLayer(nn.Module):
-    def __init__(self, cfg: GemmaConfig):
+    def __init__(self, cfg: GemmaConfig, cond_dim: int | None = None):
         super().__init__()
-        self.input_layernorm = RMSNorm(cfg.width, eps=cfg.rms_norm_eps)
+        self.input_layernorm = make_norm(cfg, cond_dim)
         self.self_attn = GemmaAttention(cfg)
-        self.post_attention_layernorm = RMSNorm(cfg.width, eps=cfg.rms_norm_eps)
+        self.post_attention_layernorm = make_norm(cfg, cond_dim)
         self.mlp = GemmaMLP(cfg)
 
 
 class GemmaStack(nn.Module):
-    """Decoder layers + final norm (+ optional token embedding): transformers' ``GemmaModel``."""
+    """Decoder layers + final norm (+ optional token embedding): transformers' ``GemmaModel``.
 
-    def __init__(self, cfg: GemmaConfig, vocab_size: int | None = None):
+    cond_dim: width of the adaRMS conditioning (π0.5's action expert); None = plain Gemma.
+    """
+
+    def __init__(self, cfg: GemmaConfig, vocab_size: int | None = None, cond_dim: int | None = None):
         super().__init__()
         self.config = cfg
+        self.cond_dim = cond_dim
         self.embed_tokens = nn.Embedding(vocab_size, cfg.width) if vocab_size else None
-        self.layers = nn.ModuleList(GemmaDecoderLayer(cfg) for _ in range(cfg.depth))
-        self.norm = RMSNorm(cfg.width, eps=cfg.rms_norm_eps)
+        self.layers = nn.ModuleList(GemmaDecoderLayer(cfg, cond_dim) for _ in range(cfg.depth))
+        self.norm = make_norm(cfg, cond_dim)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -75,10 +106,12 @@ class GemmaStack(nn.Module):
         positions: Tensor,
         past_kv: KVCache | None = None,
         use_cache: bool = False,
+        cond: Tensor | None = None,
     ) -> tuple[Tensor, KVCache | None]:
-        """Run this stack alone. x (B, L, W) already scaled; mask (B, L, Lpast+L) bool."""
+        """Run this stack alone. x (B, L, W) already scaled; mask (B, L, Lpast+L) bool;
+        cond (B, cond_dim) for an adaRMS stack."""
         attn = prepare_attention(mask, positions, self.config, dtype=self.dtype)
-        (out,), kv = mixture_forward([self], [x], attn, past_kv=past_kv, use_cache=use_cache)
+        (out,), kv = mixture_forward([self], [x], attn, past_kv=past_kv, use_cache=use_cache, conds=[cond])
         return out, kv
 
 
@@ -165,6 +198,7 @@ def mixture_forward(
     use_cache: bool = False,
     write_kv_tail: bool = False,
     output_experts: Sequence[int] | None = None,
+    conds: Sequence[Tensor | None] | None = None,
 ) -> tuple[list[Tensor | None], KVCache | None]:
     """Run the experts' stacks jointly, sharing one attention per layer.
 
@@ -179,6 +213,8 @@ def mixture_forward(
     output_experts: experts whose outputs are wanted (default: all present). The last layer
              only computes queries, attention, MLP and final norm for these; with none (a
              prefix-only KV-cache pass) it stops after the last layer's keys/values.
+    conds:   per expert, the (B, cond_dim) adaRMS conditioning of an adaptive stack (π0.5's
+             action expert: the time embedding after its MLP), else None
     Returns the per-expert outputs after their final norm (None where not computed), and
     the new (k, v) if use_cache.
     """
@@ -193,14 +229,16 @@ def mixture_forward(
     if wanted and wanted != active[active.index(wanted[0]) : active.index(wanted[0]) + len(wanted)]:
         raise NotImplementedError(f"output_experts must be contiguous among present experts, got {wanted}")
     offsets = dict(zip(active, [sum(lengths[:j]) for j in range(len(active))]))
+    conds = list(conds) if conds is not None else [None] * len(stacks)
     new_kv: KVCache = []
     for li in range(cfg.depth):
         last = li == cfg.depth - 1
         q_experts = wanted if last else active
         qs, ks, vs = [], [], []
+        gates: dict[int, Tensor | None] = {}
         for i in active:
             layer = stacks[i].layers[li]
-            h = layer.input_layernorm(xs[i])
+            h, gates[i] = apply_norm(layer.input_layernorm, xs[i], conds[i])
             B, L, _ = h.shape
             if i in q_experts:
                 qs.append(layer.self_attn.q_proj(h).view(B, L, H, D))
@@ -243,8 +281,9 @@ def mixture_forward(
             n = xs[i].shape[1]
             yi = y[:, start : start + n] if len(q_experts) > 1 else y
             start += n
-            x = xs[i] + layer.self_attn.o_proj(yi).to(xs[i].dtype)
-            x = x + layer.mlp(layer.post_attention_layernorm(x)).to(x.dtype)
-            xs[i] = x
-    outs = [stacks[i].norm(xs[i]) if i in wanted else None for i in range(len(xs))]
+            x = gated_residual(xs[i], layer.self_attn.o_proj(yi), gates[i])
+            h, gate = apply_norm(layer.post_attention_layernorm, x, conds[i])
+            xs[i] = gated_residual(x, layer.mlp(h), gate)
+    # the final norm's gate has no residual to scale (openpi discards it)
+    outs = [apply_norm(stacks[i].norm, xs[i], conds[i])[0] if i in wanted else None for i in range(len(xs))]
     return outs, (new_kv if use_cache else None)

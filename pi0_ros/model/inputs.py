@@ -18,7 +18,8 @@ class ModelInputs:
     image_masks: (B, N_cam) bool, False = camera missing (its tokens are padding)
     tokens:      (B, L) int64 prompt token ids, L <= max_token_len
     token_masks: (B, L) bool, False = padding
-    state:       (B, action_dim) float, normalised and zero-padded
+    state:       (B, action_dim) float, normalised and zero-padded (π0.5 does not read it: its
+                 state is text in the tokens, see tokenizer.py)
     """
 
     images: Tensor

@@ -43,5 +43,31 @@ class RMSNorm(nn.Module):
         return f"{tuple(self.weight.shape)}, eps={self.eps}"
 
 
+class AdaRMSNorm(nn.Module):
+    """π0.5's adaptive RMSNorm (openpi ``RMSNorm`` with ``cond``; "adaRMS").
+
+    A linear map of the conditioning vector (the action expert's time embedding) predicts a
+    per-sample scale, shift and residual gate: ``y = rmsnorm(x) * (1 + scale) + shift``; the
+    caller multiplies the residual branch by ``gate`` (see ``gated_residual``). There is no
+    learned weight: the scale lives in ``dense``'s bias. Computed in float32 like RMSNorm.
+    """
+
+    def __init__(self, dim: int, cond_dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.dense = Linear(cond_dim, 3 * dim)  # -> [scale | shift | gate], openpi's order
+
+    def forward(self, x: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, L, W), cond (B, C) -> (normalised x (B, L, W) in x's dtype, gate (B, 1, W))."""
+        if cond.ndim != 2 or cond.shape[0] != x.shape[0]:
+            raise ValueError(f"adaRMS cond must be (B={x.shape[0]}, C), got {tuple(cond.shape)}")
+        scale, shift, gate = self.dense(cond.float()).float()[:, None, :].chunk(3, dim=-1)
+        y = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return (y * (1.0 + scale) + shift).to(x.dtype), gate.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"eps={self.eps}"
+
+
 def gelu_tanh(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")

@@ -1,4 +1,4 @@
-"""The pi0 vision-language-action flow model (openpi conventions, plain PyTorch).
+"""The pi0 / pi0.5 vision-language-action flow models (openpi conventions, plain PyTorch).
 
 Parameter names equal the openpi PyTorch checkpoint keys (``paligemma_with_expert...``,
 ``state_proj``, ``action_in_proj``, ``action_time_mlp_in/out``, ``action_out_proj``), so
@@ -11,6 +11,14 @@ three blocks [prefix] [state] [actions] (see ``make_attention_mask``).
 Flow matching (openpi / checkpoint convention): x_t = t * noise + (1 - t) * actions, the
 network predicts u = noise - actions; sampling integrates from t = 1 to t = 0 with Euler
 steps dt = -1 / num_steps.
+
+π0.5 (``config.family == "pi05"``, openpi ``pi05=True``) is the same class: the family only
+decides how the suffix is embedded. π0.5 has no state token (the state is text in the prompt,
+see tokenizer.py) and no action-time MLP fusion: action tokens are ``action_in_proj(x_t)``,
+and the time embedding goes through ``time_mlp_in/out`` (swish after each) to condition the
+action expert's adaptive RMSNorms (gemma.py). Its parameters: ``action_in_proj``,
+``time_mlp_in``, ``time_mlp_out``, ``action_out_proj`` and the experts' norms' ``dense``.
+Everything else (prefix, attention, KV cache, sampler, loss) is shared.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from torch import Tensor, nn
 from .config import PI0Config
 from .gemma import AttentionInputs, GemmaStack, KVCache, mixture_forward, prepare_attention
 from .inputs import ModelInputs
-from .layers import LayerNorm, Linear, RMSNorm
+from .layers import AdaRMSNorm, LayerNorm, Linear, RMSNorm
 from .siglip import SiglipVisionTower
 
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,6 +53,8 @@ _FP32_PARAM_PREFIXES = (
     "action_out_proj.",
     "action_time_mlp_in.",
     "action_time_mlp_out.",
+    "time_mlp_in.",
+    "time_mlp_out.",
 )
 
 
@@ -134,7 +144,9 @@ class PaliGemma(nn.Module):
 class GemmaExpert(nn.Module):
     def __init__(self, config: PI0Config):
         super().__init__()
-        self.model = GemmaStack(config.expert, vocab_size=None)  # no embedding, no lm_head
+        # no embedding, no lm_head; π0.5's norms are conditioned on the (expert-width) time embedding
+        cond_dim = config.expert.width if config.is_pi05 else None
+        self.model = GemmaStack(config.expert, vocab_size=None, cond_dim=cond_dim)
 
 
 class PaliGemmaWithExpert(nn.Module):
@@ -148,12 +160,12 @@ class PaliGemmaWithExpert(nn.Module):
 class PrefixCache:
     """What the denoising steps reuse: prefix+state K/V buffers and step-invariant tensors."""
 
-    kv: KVCache  # per layer (B, KVH, Lp + 1 + H, D); the last H slots are rewritten each step
-    attn: AttentionInputs  # action queries over [prefix | state | actions]
+    kv: KVCache  # per layer (B, KVH, Lp + S + H, D), S state tokens; the last H slots are rewritten each step
+    attn: AttentionInputs  # action queries over [prefix | state (π0 only) | actions]
 
 
 class PI0Model(nn.Module):
-    """pi0: PaliGemma (SigLIP + Gemma 2B) with a Gemma action expert and flow matching."""
+    """pi0 / pi0.5: PaliGemma (SigLIP + Gemma 2B) with a Gemma action expert and flow matching."""
 
     def __init__(self, config: PI0Config, device: torch.device | str | None = None):
         super().__init__()
@@ -163,10 +175,15 @@ class PI0Model(nn.Module):
         # in the target dtypes (the full model never exists as random fp32 weights).
         with torch.device("meta"):
             self.paligemma_with_expert = PaliGemmaWithExpert(config)
-            self.state_proj = Linear(config.action_dim, e)
-            self.action_in_proj = Linear(config.action_dim, e)
-            self.action_time_mlp_in = Linear(2 * e, e)
-            self.action_time_mlp_out = Linear(e, e)
+            if config.is_pi05:
+                self.action_in_proj = Linear(config.action_dim, e)
+                self.time_mlp_in = Linear(e, e)
+                self.time_mlp_out = Linear(e, e)
+            else:
+                self.state_proj = Linear(config.action_dim, e)
+                self.action_in_proj = Linear(config.action_dim, e)
+                self.action_time_mlp_in = Linear(2 * e, e)
+                self.action_time_mlp_out = Linear(e, e)
             self.action_out_proj = Linear(e, config.action_dim)
         dtype = TORCH_DTYPES[config.dtype]
         for name, p in self.named_parameters():
@@ -213,6 +230,12 @@ class PI0Model(nn.Module):
                 module.weight.normal_(0.0, module.embedding_dim**-0.5)
             elif isinstance(module, (nn.Linear, nn.Conv2d, LayerNorm)):
                 module.reset_parameters()
+        for module in self.modules():
+            if isinstance(module, AdaRMSNorm):
+                # openpi initialises the modulation to zero: scale = shift = gate = 0, so every
+                # expert block starts as the identity and training opens the gates.
+                module.dense.weight.zero_()
+                module.dense.bias.zero_()
         self.vision.vision_model.embeddings.init_position_table()
 
     # ------------------------------------------------------------------ embeddings
@@ -238,25 +261,38 @@ class PI0Model(nn.Module):
         return embs, pad, ar
 
     def embed_state(self, state: Tensor) -> Tensor:
-        """(B, action_dim) -> (B, 1, expert width)."""
+        """(B, action_dim) -> (B, S, expert width): π0's one state token; π0.5 has none (S = 0)."""
+        if self.config.is_pi05:
+            return state.new_zeros(state.shape[0], 0, self.config.expert.width, dtype=torch.float32)
         return self.state_proj(state.float())[:, None, :]
 
-    def embed_actions(self, noisy_actions: Tensor, time_emb: Tensor) -> Tensor:
-        """x_t (B, H, D) and time embedding (B, We) -> action tokens (B, H, We), float32."""
+    def embed_actions(self, noisy_actions: Tensor, time_emb: Tensor) -> tuple[Tensor, Tensor | None]:
+        """x_t (B, H, D) and sinusoidal time embedding (B, We) -> (action tokens (B, H, We) float32,
+        adaRMS conditioning (B, We) float32 for π0.5's expert, None for π0)."""
         a = self.action_in_proj(noisy_actions.float())
+        if self.config.is_pi05:
+            # π0.5: time reaches the expert only through its norms (openpi time_mlp, swish twice)
+            cond = F.silu(self.time_mlp_out(F.silu(self.time_mlp_in(time_emb.float()))))
+            return a, cond
         t = time_emb[:, None, :].expand_as(a)
         h = self.action_time_mlp_in(torch.cat((a, t), dim=2))
-        return self.action_time_mlp_out(F.silu(h))
+        return self.action_time_mlp_out(F.silu(h)), None
 
-    def embed_suffix(self, state: Tensor, noisy_actions: Tensor, time: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """State + noisy actions at time t -> (embs (B, 1+H, We), pad (B, 1+H), ar (B, 1+H))."""
+    def embed_suffix(
+        self, state: Tensor, noisy_actions: Tensor, time: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """State + noisy actions at time t -> (embs (B, S+H, We), pad (B, S+H), ar (B, S+H),
+        expert conditioning (B, We) or None); S = config.num_state_tokens (π0 1, π0.5 0)."""
         B, H, _ = noisy_actions.shape
         time_emb = sinusoidal_time_embedding(time, self.config.expert.width)
-        embs = torch.cat((self.embed_state(state), self.embed_actions(noisy_actions, time_emb)), dim=1)
-        pad = torch.ones(B, 1 + H, dtype=torch.bool, device=embs.device)
-        ar = torch.zeros(B, 1 + H, dtype=torch.long, device=embs.device)
-        ar[:, :2] = 1  # state starts block 2, first action starts block 3
-        return embs, pad, ar
+        action_embs, cond = self.embed_actions(noisy_actions, time_emb)
+        embs = torch.cat((self.embed_state(state), action_embs), dim=1)
+        S = embs.shape[1] - H
+        pad = torch.ones(B, S + H, dtype=torch.bool, device=embs.device)
+        ar = torch.zeros(B, S + H, dtype=torch.long, device=embs.device)
+        ar[:, 0] = 1  # π0: the state starts block 2 ...
+        ar[:, S] = 1  # ... and the first action block 3 (π0.5: the actions are block 2)
+        return embs, pad, ar, cond
 
     # ------------------------------------------------------------------ transformer
 
@@ -269,13 +305,15 @@ class PI0Model(nn.Module):
         past_kv: KVCache | None = None,
         use_cache: bool = False,
         outputs: tuple[bool, bool] = (True, True),
+        expert_cond: Tensor | None = None,
     ) -> tuple[tuple[Tensor | None, Tensor | None], KVCache | None]:
         """The mixture of the VLM (prefix tokens) and the action expert (suffix tokens).
 
         mask: (B, Lq, Lpast + Lq) bool over keys [past | prefix | suffix];
         positions: (B, Lq) RoPE positions of the new tokens;
         outputs: which of (prefix_out, suffix_out) to compute (the other comes back None and
-        its last-layer attention/MLP work is skipped).
+        its last-layer attention/MLP work is skipped);
+        expert_cond: (B, We) adaRMS conditioning of π0.5's action expert (None for π0).
         Returns ((prefix_out, suffix_out), new (k, v) per layer if use_cache).
         """
         dt = self.compute_dtype
@@ -288,6 +326,7 @@ class PI0Model(nn.Module):
             past_kv=past_kv,
             use_cache=use_cache,
             output_experts=[i for i in (0, 1) if outputs[i]],
+            conds=[None, expert_cond],
         )
         return (outs[0], outs[1]), kv
 
@@ -307,12 +346,14 @@ class PI0Model(nn.Module):
     def velocity_uncached(self, inputs: ModelInputs, x_t: Tensor, time: Tensor) -> Tensor:
         """One full forward (prefix + suffix together): v(x_t, t) (B, H, D)."""
         prefix_embs, prefix_pad, prefix_ar = self.embed_prefix(inputs)
-        suffix_embs, suffix_pad, suffix_ar = self.embed_suffix(inputs.state, x_t, time)
+        suffix_embs, suffix_pad, suffix_ar, cond = self.embed_suffix(inputs.state, x_t, time)
         pad = torch.cat((prefix_pad, suffix_pad), dim=1)
         ar = torch.cat((prefix_ar, suffix_ar), dim=1)
         mask = make_attention_mask(pad, ar)
         positions = torch.cumsum(pad.long(), dim=1) - 1
-        (_, suffix_out), _ = self.forward_experts(prefix_embs, suffix_embs, mask, positions, outputs=(False, True))
+        (_, suffix_out), _ = self.forward_experts(
+            prefix_embs, suffix_embs, mask, positions, outputs=(False, True), expert_cond=cond
+        )
         return self.predict_velocity(suffix_out)
 
     def loss(
@@ -372,7 +413,7 @@ class PI0Model(nn.Module):
         )
 
     def build_prefix_cache(self, inputs: ModelInputs) -> PrefixCache:
-        """Run images + prompt once, then the state token once; cache their K/V per layer."""
+        """Run images + prompt once, then π0's state token once; cache their K/V per layer."""
         cfg = self.config
         dt = self.compute_dtype
         prefix_embs, prefix_pad, _ = self.embed_prefix(inputs)  # prefix ar_mask is all 0
@@ -394,34 +435,45 @@ class PI0Model(nn.Module):
         _, prefix_kv = self.forward_experts(
             prefix_embs, None, prefix_mask, prefix_pos, use_cache=True, outputs=(False, False)
         )
-        # 2. state token (expert only): sees valid prefix tokens and itself
+        # 2. π0's state token (expert only): sees valid prefix tokens and itself. Its K/V do not
+        # depend on t, so it runs once per chunk. π0.5 has no state token (S = 0).
         n_valid = prefix_pad.long().sum(dim=1, keepdim=True)  # (B, 1)
-        ones = torch.ones(B, 1, dtype=torch.bool, device=dev)
-        state_mask = torch.cat((prefix_pad, ones), dim=1)[:, None, :]  # (B, 1, Lp+1)
-        _, state_kv = self.forward_experts(
-            None,
-            self.embed_state(inputs.state),
-            state_mask,
-            n_valid,
-            past_kv=prefix_kv,
-            use_cache=True,
-            outputs=(False, False),
-        )
+        state_embs = self.embed_state(inputs.state)  # (B, S, We)
+        S = state_embs.shape[1]
+        if S:
+            ones = torch.ones(B, S, dtype=torch.bool, device=dev)
+            state_mask = torch.cat((prefix_pad, ones), dim=1)[:, None, :]  # (B, 1, Lp+S)
+            _, state_kv = self.forward_experts(
+                None,
+                state_embs,
+                state_mask,
+                n_valid + torch.arange(S, device=dev)[None, :],
+                past_kv=prefix_kv,
+                use_cache=True,
+                outputs=(False, False),
+            )
+        else:
+            state_kv = [(pk[:, :, :0], pv[:, :, :0]) for pk, pv in prefix_kv]
         # 3. buffers [prefix | state | H action slots]; actions see everything valid
         kv = []
         for (pk, pv), (sk, sv) in zip(prefix_kv, state_kv):
             tail = pk.new_zeros(B, pk.shape[1], H, pk.shape[3])
             kv.append((torch.cat((pk, sk, tail), dim=2), torch.cat((pv, sv, tail), dim=2)))
-        action_mask = torch.cat((prefix_pad, torch.ones(B, 1 + H, dtype=torch.bool, device=dev)), dim=1)[:, None, :]
-        action_pos = n_valid + 1 + torch.arange(H, device=dev)[None, :]
+        action_mask = torch.cat((prefix_pad, torch.ones(B, S + H, dtype=torch.bool, device=dev)), dim=1)[:, None, :]
+        action_pos = n_valid + S + torch.arange(H, device=dev)[None, :]
         attn = prepare_attention(action_mask, action_pos, cfg.expert, dtype=dt)
         return PrefixCache(kv=kv, attn=attn)
 
     def _denoise_step(self, cache: PrefixCache, x_t: Tensor, time_emb: Tensor) -> Tensor:
         """v(x_t, t) for the H action tokens only, attending to the cached prefix/state K/V."""
-        tokens = self.embed_actions(x_t, time_emb).to(self.compute_dtype)
+        tokens, cond = self.embed_actions(x_t, time_emb)
         outs, _ = mixture_forward(
-            [self.vlm, self.expert], [None, tokens], cache.attn, past_kv=cache.kv, write_kv_tail=True
+            [self.vlm, self.expert],
+            [None, tokens.to(self.compute_dtype)],
+            cache.attn,
+            past_kv=cache.kv,
+            write_kv_tail=True,
+            conds=[None, cond],
         )
         return self.action_out_proj(outs[1].float())
 

@@ -1,9 +1,15 @@
-"""Prompt tokenizer for π0: a SentencePiece model with openpi's PaliGemma prompt format.
+"""Prompt tokenizer for π0 / π0.5: a SentencePiece model with openpi's PaliGemma prompt format.
 
-Format (openpi `PaligemmaTokenizer.tokenize`, π0 variant — state is NOT in the prompt):
+Format (openpi `PaligemmaTokenizer.tokenize`):
     clean   = prompt.strip().replace("_", " ").replace("\\n", " ")
-    tokens  = [BOS] + sp.encode(clean) + sp.encode("\\n")      # "\\n" is the start-of-answer token
+    π0 (no state):  tokens = [BOS] + sp.encode(clean) + sp.encode("\\n")   # "\\n" starts the answer
+    π0.5 (state):   bins   = digitize(state, linspace(-1, 1, 257)[:-1]) - 1  # 256 bins of [-1, 1)
+                    tokens = [BOS] + sp.encode(f"Task: {clean}, State: {' '.join(bins)};\\nAction: ")
     padded to max_len with 0 (mask False); longer prompts are truncated with a warning.
+
+The π0.5 state is the NORMALISED state (quantiles map q01..q99 to -1..1). openpi does not clip:
+a value below -1 becomes bin "-1" and one at or above 1 - 2/256 bin 255; we do the same, so a
+real checkpoint sees the text it was trained on.
 
 The real checkpoints use the PaliGemma SentencePiece model (vocabulary 257152, pad 0, eos 1,
 bos 2, unk 3). `train_tiny_tokenizer` builds a small model with the same special ids from a
@@ -22,8 +28,26 @@ import sentencepiece as spm
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_LEN = 48  # openpi Pi0Config.max_token_len
+DEFAULT_MAX_LEN = 48  # openpi Pi0Config.max_token_len (π0; π0.5 uses 200)
 TOKENIZER_FILENAME = "tokenizer.model"
+STATE_BINS = 256  # π0.5's state discretisation (openpi)
+
+
+def discretize_state(state: np.ndarray) -> np.ndarray:
+    """π0.5: normalised state (D,) -> bin indices (D,) int64, openpi's np.digitize convention."""
+    state = np.asarray(state, dtype=np.float64)
+    if state.ndim != 1:
+        raise ValueError(f"state must be 1-D, got shape {state.shape}")
+    if not np.isfinite(state).all():
+        raise ValueError("state has non-finite values")
+    edges = np.linspace(-1.0, 1.0, STATE_BINS + 1)[:-1]
+    return (np.digitize(state, bins=edges) - 1).astype(np.int64)
+
+
+def pi05_prompt(prompt: str, state: np.ndarray) -> str:
+    """The π0.5 prompt text: ``Task: <clean prompt>, State: <bins>;\\nAction: `` (openpi)."""
+    bins = " ".join(str(int(b)) for b in discretize_state(state))
+    return f"Task: {PromptTokenizer.clean(prompt)}, State: {bins};\nAction: "
 
 
 class PromptTokenizer:
@@ -87,11 +111,17 @@ class PromptTokenizer:
         """openpi's prompt cleaning: strip, "_" -> " ", newline -> " "."""
         return prompt.strip().replace("_", " ").replace("\n", " ")
 
-    def encode(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
-        """Return (tokens int64 (max_len,), mask bool (max_len,)) for one prompt."""
+    def encode(self, prompt: str, state: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return (tokens int64 (max_len,), mask bool (max_len,)) for one prompt.
+
+        state: π0.5 only, the normalised state (D,) to write into the prompt; None = π0 format.
+        """
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        ids = [self.bos_id, *self._sp.encode(self.clean(prompt)), *self.newline_ids]
+        if state is None:
+            ids = [self.bos_id, *self._sp.encode(self.clean(prompt)), *self.newline_ids]
+        else:
+            ids = [self.bos_id, *self._sp.encode(pi05_prompt(prompt, state))]
         n = len(ids)
         if n > self.max_len:
             logger.warning(

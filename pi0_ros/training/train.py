@@ -192,11 +192,11 @@ class StepBatches(TorchDataset):
 
     def __init__(self, datasets: Sequence[Pi0Dataset], norm: dict[str, dict[str, NormStats]], batch_size: int,
                  rank: int, world: int, seed: int, action_dim: int, camera_names: Sequence[str], image_size: int,
-                 total_steps: int, delta_actions: bool = False) -> None:
+                 total_steps: int, delta_actions: bool = False, norm_mode: str = "zscore") -> None:
         if batch_size % world:
             raise ValueError(f"--batch-size {batch_size} must be divisible by the number of ranks {world}")
         self.datasets = list(datasets)
-        self.normalizers = {a: Normalizer(s) for a, s in norm.items()}
+        self.normalizers = {a: Normalizer(s, mode=norm_mode) for a, s in norm.items()}
         self.probs = mixture_weights([len(d) for d in datasets])
         self.batch_size, self.rank, self.world, self.seed = batch_size, rank, world, seed
         self.local = batch_size // world
@@ -224,6 +224,7 @@ class StepBatches(TorchDataset):
         actions = np.zeros((B, H, D), dtype=np.float32)
         mask = np.zeros((B, H, D), dtype=bool)
         prompts = []
+        state_dims = []  # π0.5 writes the state's first state_dims (the asset's slot width) into the prompt
         for b, (di, fi) in enumerate(mine):
             ds = self.datasets[di]
             s = ds[fi]
@@ -232,6 +233,7 @@ class StepBatches(TorchDataset):
             st = np.zeros(D)
             st[slots] = s["state"].numpy()
             state[b] = norm.normalize(st, "state")
+            state_dims.append(norm.stats["state"].dim if norm.stats is not None else D)
             act = np.zeros((H, D))
             act[:, slots] = s["actions"].numpy()
             if self.delta_actions:
@@ -254,7 +256,7 @@ class StepBatches(TorchDataset):
             prompts.append(s["prompt"])
         return {"step": step, "images": torch.from_numpy(images), "image_masks": torch.from_numpy(image_masks),
                 "state": torch.from_numpy(state), "actions": torch.from_numpy(actions), "mask": torch.from_numpy(mask),
-                "prompts": prompts}
+                "prompts": prompts, "state_dims": state_dims}
 
 
 # ------------------------------------------------------------------------------ model
@@ -301,10 +303,16 @@ def trainable_parameters(model: torch.nn.Module, freeze_vlm: bool,
     return params
 
 
-def model_inputs(batch: dict[str, Any], tokenizer, device: torch.device):
+def model_inputs(batch: dict[str, Any], tokenizer, device: torch.device, state_in_prompt: bool = False):
+    """state_in_prompt: π0.5, whose prompt carries the normalised state as text (tokenizer.py)."""
     from pi0_ros.model.inputs import ModelInputs
 
-    toks, tmask = zip(*(tokenizer.encode(p) for p in batch["prompts"]))
+    if state_in_prompt:
+        states = batch["state"].numpy()
+        dims = batch.get("state_dims") or [states.shape[1]] * len(batch["prompts"])
+        toks, tmask = zip(*(tokenizer.encode(p, states[b, :dims[b]]) for b, p in enumerate(batch["prompts"])))
+    else:
+        toks, tmask = zip(*(tokenizer.encode(p) for p in batch["prompts"]))
     images = batch["images"].to(device).permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0  # (B, N, 3, S, S) in [-1, 1]
     return ModelInputs(images=images, image_masks=batch["image_masks"].to(device),
                        tokens=torch.from_numpy(np.stack(toks)).to(device),
@@ -466,7 +474,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
                                                            "model": config.to_dict()}, indent=2, default=str))
 
     batches = StepBatches(datasets, norm, cfg.batch_size, rank, world, cfg.seed, config.action_dim,
-                          config.camera_names, config.vision.image_size, cfg.steps, cfg.delta_actions)
+                          config.camera_names, config.vision.image_size, cfg.steps, cfg.delta_actions,
+                          norm_mode=config.default_norm_mode)
     loader = DataLoader(batches, batch_size=None, sampler=range(start_step, cfg.steps), num_workers=cfg.num_workers,
                         persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -477,7 +486,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
     t_last = time.perf_counter()
     for batch in loader:
         step = int(batch["step"])
-        inputs = model_inputs(batch, tokenizer, device)
+        inputs = model_inputs(batch, tokenizer, device, state_in_prompt=config.is_pi05)
         actions = batch["actions"].to(device)
         mask = batch["mask"].to(device)
         # Noise and time of the GLOBAL batch from (seed, step); this rank takes its slice, so a

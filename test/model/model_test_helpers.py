@@ -5,6 +5,8 @@ Imported by the test modules as ``model_test_helpers`` (pytest puts this folder 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from pi0_ros.model import GemmaConfig, ModelInputs, PI0Config, PI0Model, SiglipConfig
@@ -20,6 +22,10 @@ MICRO = PI0Config(
     max_token_len=8,
     num_cameras=3,
 )
+
+# The same micro geometry as π0.5 (adaRMS expert, no state token). Random prompt tokens stand
+# in for the state text, so the short prompt budget is kept.
+MICRO_PI05 = dataclasses.replace(MICRO, family="pi05")
 
 
 def make_inputs(config: PI0Config, batch: int = 2, seed: int = 0, num_cameras: int | None = None) -> ModelInputs:

@@ -53,7 +53,7 @@ def test_sdpa_mask_opens_fully_masked_rows_only():
 
 def _forward(model, inputs, actions, time):
     prefix_embs, prefix_pad, prefix_ar = model.embed_prefix(inputs)
-    suffix_embs, suffix_pad, suffix_ar = model.embed_suffix(inputs.state, actions, time)
+    suffix_embs, suffix_pad, suffix_ar, _ = model.embed_suffix(inputs.state, actions, time)
     pad = torch.cat((prefix_pad, suffix_pad), 1)
     mask = make_attention_mask(pad, torch.cat((prefix_ar, suffix_ar), 1))
     positions = torch.cumsum(pad.long(), 1) - 1

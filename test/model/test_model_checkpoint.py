@@ -189,10 +189,9 @@ def test_openpi_and_lerobot_config_formats():
         }
     )
     assert lerobot == get_preset("full", dtype="float32")
-    with pytest.raises(CheckpointError, match="pi05"):
-        config_from_dict({"type": "pi05", "max_action_dim": 32})
-    with pytest.raises(CheckpointError, match="pi0.5"):
-        config_from_dict({"action_horizon": 50, "pi05": True})
+    # pi0.5 configs: test_model_pi05.py
+    with pytest.raises(CheckpointError, match="pi0fast"):
+        config_from_dict({"type": "pi0fast", "max_action_dim": 32})
     with pytest.raises(CheckpointError, match="paligemma_variant"):
         config_from_dict({"action_horizon": 50, "paligemma_variant": "gemma_7b"})
 

@@ -57,3 +57,17 @@ def test_human_readable(capsys):
 def test_bad_arguments(capsys, argv):
     code, out = _run(capsys, *argv)
     assert code == 2 and "bench model" in out.err
+
+
+def test_pi05_family(capsys):
+    code, out = _run(capsys, "--preset", "tiny", "--family", "pi05", "--cameras", "2", "--runs", "2", "--warmup", "1",
+                     "--threads", "2", "--json")
+    assert code == 0
+    r = json.loads(out.out)
+    assert r["family"] == "pi05" and r["split_method"] == "hooks" and r["split_verified"] is True
+    assert 40 < r["prompt_tokens"] <= 200  # the state is prompt text
+    assert r["model_total_ms"] == pytest.approx(r["prefix_ms"] + 10 * r["step_ms"], rel=0.5)
+    code, out = _run(capsys, "--preset", "pi05_tiny", "--runs", "1", "--warmup", "0", "--steps", "2", "--model-only")
+    assert code == 0 and out.out.startswith("pi05 pi05_tiny")
+    code, out = _run(capsys, "--preset", "tiny", "--family", "pi05", "--compare-transformers")
+    assert code == 2 and "no π0.5" in out.err

@@ -380,6 +380,12 @@ class ChunkScheduler:
         rejected): the next should_request() may ask again at once, not after request_timeout."""
         self._requested_at = None
 
+    @property
+    def request_outstanding(self) -> bool:
+        """A request marked with `mark_requested` has not been answered by an accepted (or
+        rejected) chunk yet."""
+        return self._requested_at is not None
+
     def mark_requested(self, now: float) -> None:
         """Record that a chunk was requested at `now` (suppresses repeat requests)."""
         self._requested_at = float(now)

@@ -14,6 +14,7 @@ from rclpy.executors import ExternalShutdownException
 
 from pi0_ros.ros.bringup import Bringup
 
+LOCKSTEP_MAX_HOLD = 3.0  # s of wall time one unanswered chunk request may hold the simulator
 SAFETY_KEYS = ("clamp", "step_limit", "non_finite", "bad_shape", "estop", "no_reference", "invalid_measured")
 
 
@@ -46,6 +47,11 @@ class SimSession:
         extra.setdefault("sim", {}).update({"task": task, "seed": seed, "image_rate_hz": image_rate_hz,
                                             "use_sim_time": False})  # the sim IS the clock
         extra.setdefault("policy", {}).setdefault("warmup_runs", 1)
+        if lockstep:
+            # The simulator stands still while a request is open (below), so the newest camera
+            # frame is at most one image period old: infer on it, not on an older observation
+            # still queued behind a slow pipeline (the policy waits for the fresh one).
+            extra["policy"].setdefault("max_observation_age", 1.5 / image_rate_hz)
         self.scripted = scripted
         # dry_run False: the commands must reach the simulator (the executor defaults to dry run).
         self.bringup = Bringup(embodiment, checkpoint=checkpoint, dry_run=False, sim=True, use_sim_time=True,
@@ -68,12 +74,28 @@ class SimSession:
         if lockstep:
             from pi0_ros.msg import PolicyStatus
 
-            # The simulator stands still from the moment the policy starts inferring on an
-            # observation until its chunk is published (the node is INFERRING exactly then), so the
-            # success rate measures the policy, not how fast this computer runs it. The sim thread
-            # checks before each tick: at most the tick in progress runs on after inference starts.
+            # The simulator stands still from the moment the executor asks for the next chunk
+            # until it has one (the policy node is INFERRING within that span), so the success
+            # rate measures the policy, not how fast this computer runs it: the observation
+            # pipeline (decode, resize, DDS) is covered too, not only the model. The sim thread
+            # checks before each tick: at most the tick in progress runs on. A request that gets
+            # no answer holds the sim LOCKSTEP_MAX_HOLD s of wall time at most (never a deadlock).
             inferring = PolicyStatus.INFERRING
-            self.sim.hold_conditions.append(lambda: self.policy_node.status_msg.state == inferring)
+            scheduler = self.executor_node.core.scheduler
+            self._held_since: float | None = None
+
+            def hold() -> bool:
+                if self.policy_node.status_msg.state == inferring:
+                    return True
+                if scheduler.request_outstanding:
+                    t = time.monotonic()
+                    if self._held_since is None:
+                        self._held_since = t
+                    return t - self._held_since < LOCKSTEP_MAX_HOLD
+                self._held_since = None
+                return False
+
+            self.sim.hold_conditions.append(hold)
 
     def spin(self, seconds: float, until=None) -> None:
         self.bringup.spin_for(seconds, until)

@@ -61,8 +61,9 @@ def test_two_gloo_ranks_equal_the_single_process_run(train_datasets, tiny_cfg, t
 
 
 def test_fsdp_refuses_lora(train_datasets, tiny_cfg, tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "1")  # the check does not need ranks: it is about the configuration
     from pi0_ros.training import train as train_mod
+
+    # Two ranks as train() sees them, without starting any: the refusal is about the configuration.
 
     monkeypatch.setattr(train_mod, "_dist_env", lambda: (0, 2, 0))
     monkeypatch.setattr(train_mod.dist, "is_initialized", lambda: True)

@@ -8,10 +8,11 @@ process per batch size so each peak is its own. Per batch size it reports:
 - parameters, trainable_parameters;
 - breakdown (bytes): weights (all parameters and buffers as stored), gradients (of the trainable
   parameters), optimizer_state (AdamW moments after a step), activations (what the forward
-  leaves alive for backward: the growth of RSS across the forward, median over the timed
-  steps; large CPU allocations are mmap-ed, so RSS follows them), and other = peak RSS minus
-  those and the process's RSS before the model was built (temporaries of backward, the
-  recomputed layer of activation checkpointing, the allocator);
+  leaves alive for backward, estimated as the growth of RSS across the forward, median over
+  the timed steps: approximate, as the allocator reuses freed memory), and other = peak RSS
+  minus those and the process's RSS before the model was built (temporaries of backward, the
+  recomputed layer of activation checkpointing, the allocator). activations + other is exact;
+  the split between them is not;
 - gpu_estimate_bytes: weights + gradients + optimizer state + activations + the measured
   "other" per-step temporaries, i.e. what a GPU holds for the same step (bf16 autocast there
   too); the CUDA context (~0.5 GB) and allocator fragmentation come on top.

@@ -19,7 +19,8 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "record": ("pi0_ros.data.record", "record rosbag2 (mcap) episodes of an embodiment's topics"),
     "collect": ("pi0_ros.ros.collect", "record scripted-expert demonstrations in the simulator into rosbags"),
     "bag2dataset": ("pi0_ros.data.bag2dataset", "convert rosbag2 episodes into a LeRobot v3.0 dataset"),
-    "train": ("pi0_ros.training.train", "fine-tune pi0 on datasets (flow-matching loss)"),
+    "train": ("pi0_ros.training.train", "fine-tune pi0 on datasets (flow-matching loss; LoRA, DDP, FSDP2)"),
+    "merge-lora": ("pi0_ros.training.merge_lora", "merge a LoRA adapter into its base: a plain checkpoint"),
     "serve": ("pi0_ros.serving.server", "serve a pi0 checkpoint to openpi-protocol clients (websocket + msgpack)"),
     "eval-dataset": ("pi0_ros.eval_dataset", "open-loop: predicted vs recorded action chunks on held-out episodes"),
     "pretrain-vlm": ("pi0_ros.training.vlm_pretrain", "sim: teach a from-scratch VLM where the named object is"),
@@ -28,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
         "pipeline": ("pi0_ros.ros.bench_pipeline", "time the ROS pipeline: control jitter, chunk latency"),
         "record": ("pi0_ros.ros.bench_record", "record under load: published vs written messages"),
         "serve": ("pi0_ros.bench.serve", "remote inference over loopback: round-trip overhead, bytes per request"),
+        "train": ("pi0_ros.bench.train", "training steps: peak memory, s/step, trainable params, memory breakdown"),
     },
 }
 

@@ -286,8 +286,12 @@ class Policy:
         dtype: str | torch.dtype | None = None,
         norm_mode: NormMode | None = None,
         noise_scale: float = 1.0,
+        base: str | os.PathLike | None = None,
     ) -> Policy:
         """Load model, tokenizer and norm stats from a checkpoint directory.
+
+        A LoRA adapter directory (``pi0-ros train --lora``) loads as its base checkpoint plus the
+        adapters merged into the weights (needs PEFT); ``base`` overrides the base it names.
 
         The family (π0 / π0.5) comes from the checkpoint's config.json; ``norm_mode=None``
         takes the family's default (openpi: π0 z-score, π0.5 quantiles).
@@ -312,7 +316,14 @@ class Policy:
                 "(paligemma_tokenizer.model) there, or save with save_policy_checkpoint"
             )
         stats_file = _find_norm_stats(directory, asset_id)
-        model = load_checkpoint(directory, device=str(device), dtype=dtype)
+        from pi0_ros.training.lora import is_adapter_dir
+
+        if is_adapter_dir(directory):  # a LoRA run's checkpoint: its base + the adapters, merged on load
+            from pi0_ros.training.lora import load_lora_model
+
+            model = load_lora_model(directory, base=base, device=str(device), dtype=dtype)
+        else:
+            model = load_checkpoint(directory, device=str(device), dtype=dtype)
         tokenizer = PromptTokenizer(tok_file, max_len=model.config.max_token_len)
         if stats_file is None:
             logger.warning(
@@ -416,8 +427,11 @@ def save_policy_checkpoint(
     directory: str | os.PathLike,
     asset_id: str | None = None,
     norm_stats: Mapping[str, NormStats] | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write a directory that `Policy.from_checkpoint` loads back to the same policy.
+
+    `state_dict`: weights to write instead of the model's own (a sharded model's gathered state).
 
     `policy_or_parts` is a Policy or a (model, tokenizer) pair. `norm_stats` defaults to the
     policy's statistics; they are written to `assets/<asset_id>/norm_stats.json` (asset_id is
@@ -437,7 +451,7 @@ def save_policy_checkpoint(
     if asset_id is not None and norm_stats is None:
         raise ValueError(f"asset_id {asset_id!r} given but no norm stats to save")
     directory.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, directory)
+    save_checkpoint(model, directory, state_dict=dict(state_dict) if state_dict is not None else None)
     tokenizer.save(directory / TOKENIZER_FILENAME)
     if norm_stats is not None:
         save_norm_stats(directory / ASSETS_DIRNAME / asset_id, norm_stats)

@@ -230,11 +230,14 @@ def load_checkpoint(
     return model.eval()
 
 
-def save_checkpoint(model: PI0Model, directory: str | Path) -> None:
-    """Write ``model.safetensors`` (openpi key names) and ``config.json`` into ``directory``."""
+def save_checkpoint(model: PI0Model, directory: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+    """Write ``model.safetensors`` (openpi key names) and ``config.json`` into ``directory``.
+
+    ``state_dict``: the weights to write instead of ``model.state_dict()`` (e.g. gathered from
+    an FSDP2-sharded model, whose own state dict holds shards)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in (state_dict or model.state_dict()).items()}
     tmp = directory / (WEIGHTS_NAME + ".tmp")
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, directory / WEIGHTS_NAME)

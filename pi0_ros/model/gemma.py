@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .config import GemmaConfig
@@ -199,6 +200,7 @@ def mixture_forward(
     write_kv_tail: bool = False,
     output_experts: Sequence[int] | None = None,
     conds: Sequence[Tensor | None] | None = None,
+    checkpoint_layers: bool = False,
 ) -> tuple[list[Tensor | None], KVCache | None]:
     """Run the experts' stacks jointly, sharing one attention per layer.
 
@@ -215,6 +217,7 @@ def mixture_forward(
              prefix-only KV-cache pass) it stops after the last layer's keys/values.
     conds:   per expert, the (B, cond_dim) adaRMS conditioning of an adaptive stack (π0.5's
              action expert: the time embedding after its MLP), else None
+    checkpoint_layers: activation (gradient) checkpointing per layer while autograd records
     Returns the per-expert outputs after their final norm (None where not computed), and
     the new (k, v) if use_cache.
     """
@@ -224,7 +227,6 @@ def mixture_forward(
     xs: list[Tensor | None] = list(embeds)
     lengths = [xs[i].shape[1] for i in active]
     cfg = stacks[active[0]].config
-    H, KVH, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     wanted = active if output_experts is None else [i for i in active if i in output_experts]
     if wanted and wanted != active[active.index(wanted[0]) : active.index(wanted[0]) + len(wanted)]:
         raise NotImplementedError(f"output_experts must be contiguous among present experts, got {wanted}")
@@ -234,56 +236,88 @@ def mixture_forward(
     for li in range(cfg.depth):
         last = li == cfg.depth - 1
         q_experts = wanted if last else active
-        qs, ks, vs = [], [], []
-        gates: dict[int, Tensor | None] = {}
-        for i in active:
-            layer = stacks[i].layers[li]
-            h, gates[i] = apply_norm(layer.input_layernorm, xs[i], conds[i])
-            B, L, _ = h.shape
-            if i in q_experts:
-                qs.append(layer.self_attn.q_proj(h).view(B, L, H, D))
-            ks.append(layer.self_attn.k_proj(h).view(B, L, KVH, D))
-            vs.append(layer.self_attn.v_proj(h).view(B, L, KVH, D))
-        k = torch.cat(ks, dim=1) if len(ks) > 1 else ks[0]
-        v = torch.cat(vs, dim=1) if len(vs) > 1 else vs[0]
-        dtype = k.dtype
-        k = apply_rope(k, attn.cos, attn.sin).to(dtype).transpose(1, 2)  # (B, KVH, L, D)
-        v = v.transpose(1, 2)
+        args = (stacks, xs, attn, li, active, q_experts, offsets, conds, past_kv, write_kv_tail)
+        if checkpoint_layers and torch.is_grad_enabled():
+            # Keep only each layer's inputs for backward and recompute the layer in backward:
+            # activation memory per layer drops from its intermediates (MLP width x tokens) to
+            # its residual stream. Non-reentrant, so frozen weights and non-tensor args work.
+            xs, kv = torch.utils.checkpoint.checkpoint(_mixture_layer, *args, use_reentrant=False)
+        else:
+            xs, kv = _mixture_layer(*args)
         if use_cache:
-            new_kv.append((k, v))
+            new_kv.append(kv)
         if not q_experts:
             break  # nothing reads this layer's attention output
-        q = torch.cat(qs, dim=1) if len(qs) > 1 else qs[0]
-        if q_experts == active:
-            cos, sin, mask = attn.cos, attn.sin, attn.mask
-        else:  # a contiguous subset of the query rows (two experts at most)
-            start, n = offsets[q_experts[0]], q.shape[1]
-            g = H // KVH
-            cos, sin = attn.cos[:, start : start + n], attn.sin[:, start : start + n]
-            mask = attn.mask
-            if mask is not None and mask.shape[2] != 1:
-                mask = mask[:, :, start * g : (start + n) * g]
-        q = apply_rope(q, cos, sin).to(dtype)
-        if past_kv is not None:
-            pk, pv = past_kv[li]
-            if write_kv_tail:
-                n = k.shape[2]
-                pk[:, :, -n:].copy_(k)
-                pv[:, :, -n:].copy_(v)
-                k, v = pk, pv
-            else:
-                k = torch.cat((pk, k), dim=2)
-                v = torch.cat((pv, v), dim=2)
-        y = grouped_attention(q, k, v, mask)  # (B, Lq, H*D)
-        start = 0
-        for i in q_experts:
-            layer = stacks[i].layers[li]
-            n = xs[i].shape[1]
-            yi = y[:, start : start + n] if len(q_experts) > 1 else y
-            start += n
-            x = gated_residual(xs[i], layer.self_attn.o_proj(yi), gates[i])
-            h, gate = apply_norm(layer.post_attention_layernorm, x, conds[i])
-            xs[i] = gated_residual(x, layer.mlp(h), gate)
     # the final norm's gate has no residual to scale (openpi discards it)
     outs = [apply_norm(stacks[i].norm, xs[i], conds[i])[0] if i in wanted else None for i in range(len(xs))]
     return outs, (new_kv if use_cache else None)
+
+
+def _mixture_layer(
+    stacks: Sequence[GemmaStack],
+    xs: list[Tensor | None],
+    attn: AttentionInputs,
+    li: int,
+    active: list[int],
+    q_experts: list[int],
+    offsets: dict[int, int],
+    conds: list[Tensor | None],
+    past_kv: KVCache | None,
+    write_kv_tail: bool,
+) -> tuple[list[Tensor | None], tuple[Tensor, Tensor]]:
+    """Layer ``li`` of the mixture: -> (per-expert hidden states after it, this layer's new (k, v)).
+
+    Experts not in ``q_experts`` only contribute keys/values (their state is returned unchanged)."""
+    cfg = stacks[active[0]].config
+    H, KVH, D = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    xs = list(xs)
+    qs, ks, vs = [], [], []
+    gates: dict[int, Tensor | None] = {}
+    for i in active:
+        layer = stacks[i].layers[li]
+        h, gates[i] = apply_norm(layer.input_layernorm, xs[i], conds[i])
+        B, L, _ = h.shape
+        if i in q_experts:
+            qs.append(layer.self_attn.q_proj(h).view(B, L, H, D))
+        ks.append(layer.self_attn.k_proj(h).view(B, L, KVH, D))
+        vs.append(layer.self_attn.v_proj(h).view(B, L, KVH, D))
+    k = torch.cat(ks, dim=1) if len(ks) > 1 else ks[0]
+    v = torch.cat(vs, dim=1) if len(vs) > 1 else vs[0]
+    dtype = k.dtype
+    k = apply_rope(k, attn.cos, attn.sin).to(dtype).transpose(1, 2)  # (B, KVH, L, D)
+    v = v.transpose(1, 2)
+    new_kv = (k, v)
+    if not q_experts:
+        return xs, new_kv
+    q = torch.cat(qs, dim=1) if len(qs) > 1 else qs[0]
+    if q_experts == active:
+        cos, sin, mask = attn.cos, attn.sin, attn.mask
+    else:  # a contiguous subset of the query rows (two experts at most)
+        start, n = offsets[q_experts[0]], q.shape[1]
+        g = H // KVH
+        cos, sin = attn.cos[:, start : start + n], attn.sin[:, start : start + n]
+        mask = attn.mask
+        if mask is not None and mask.shape[2] != 1:
+            mask = mask[:, :, start * g : (start + n) * g]
+    q = apply_rope(q, cos, sin).to(dtype)
+    if past_kv is not None:
+        pk, pv = past_kv[li]
+        if write_kv_tail:
+            n = k.shape[2]
+            pk[:, :, -n:].copy_(k)
+            pv[:, :, -n:].copy_(v)
+            k, v = pk, pv
+        else:
+            k = torch.cat((pk, k), dim=2)
+            v = torch.cat((pv, v), dim=2)
+    y = grouped_attention(q, k, v, mask)  # (B, Lq, H*D)
+    start = 0
+    for i in q_experts:
+        layer = stacks[i].layers[li]
+        n = xs[i].shape[1]
+        yi = y[:, start : start + n] if len(q_experts) > 1 else y
+        start += n
+        x = gated_residual(xs[i], layer.self_attn.o_proj(yi), gates[i])
+        h, gate = apply_norm(layer.post_attention_layernorm, x, conds[i])
+        xs[i] = gated_residual(x, layer.mlp(h), gate)
+    return xs, new_kv

@@ -194,6 +194,15 @@ class PI0Model(nn.Module):
             self.to_empty(device=device)
             self.init_weights()
         self._compiled_step = None
+        self.gradient_checkpointing = False
+
+    def set_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Activation checkpointing per transformer layer (SigLIP, and the VLM/expert mixture):
+        backward recomputes each layer from its saved input instead of keeping its
+        intermediates, trading one extra forward for activation memory. Training only: it acts
+        while autograd records, so inference is unaffected."""
+        self.gradient_checkpointing = enabled
+        self.vision.vision_model.encoder.gradient_checkpointing = enabled
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -327,6 +336,7 @@ class PI0Model(nn.Module):
             use_cache=use_cache,
             output_experts=[i for i in (0, 1) if outputs[i]],
             conds=[None, expert_cond],
+            checkpoint_layers=self.gradient_checkpointing,
         )
         return (outs[0], outs[1]), kv
 

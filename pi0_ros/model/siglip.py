@@ -7,6 +7,7 @@ Module names follow transformers' SiglipVisionModel so that openpi checkpoint ke
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -102,10 +103,15 @@ class SiglipEncoder(nn.Module):
     def __init__(self, cfg: SiglipConfig):
         super().__init__()
         self.layers = nn.ModuleList(SiglipEncoderLayer(cfg) for _ in range(cfg.depth))
+        self.gradient_checkpointing = False  # recompute each layer in backward (training memory)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x (N, T, W) -> (N, T, W)."""
         for layer in self.layers:
-            x = layer(x)
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(layer, x, use_reentrant=False)
+            else:
+                x = layer(x)
         return x
 
 

@@ -22,9 +22,22 @@ Recipe (openpi's pi0 fine-tuning defaults unless said):
   loads it: model.safetensors, config.json, tokenizer.model, assets/) plus train_state/
   (optimizer.pt loaded with weights_only=True, trainer.json with step/scheduler, rng.safetensors).
   OUT/checkpoints/latest names the newest. Logs: OUT/train_log.jsonl and OUT/loss.png.
-- DDP: under torchrun (WORLD_SIZE > 1) gradients are summed across ranks with
-  torch.distributed all_reduce (gloo on CPU, nccl on GPU); the loss is pre-divided by the
-  global element count, so every rank ends each step with identical weights.
+- parameters the loss never reaches are frozen (no gradient, no optimizer state): the VLM's
+  last layer only provides keys/values to the action expert, so its query and output
+  projections, MLP and the VLM's final norm get no gradient (``loss_unused_prefixes``).
+- distributed (torchrun, WORLD_SIZE > 1; gloo on CPU, nccl on GPU), PyTorch's engines:
+  ``--distributed ddp`` (default): DistributedDataParallel, every rank holds the model and
+  gradients are all-reduced in buckets while backward runs; ``--distributed fsdp``: FSDP2
+  (``torch.distributed.fsdp.fully_shard``) shards weights, gradients and optimizer state across
+  ranks, for full fine-tuning of models that do not fit one GPU. Both average gradients over
+  ranks; the loss is the global-batch mean (divided by the global element count) times the
+  number of ranks, so the result is the single-process one. Checkpoints are written by rank 0
+  as one plain model.safetensors (FSDP2 gathers the full state first): no conversion step.
+- LoRA (``--lora``, PEFT; see lora.py): adapters on both Gemma stacks, heads in full, the
+  rest (vision tower included) frozen; checkpoints are PEFT adapter directories.
+- memory levers: ``--grad-checkpoint`` (recompute each transformer layer in backward),
+  ``--precision`` (fp32, bf16-autocast, bf16: frozen weights stored in bf16, trainable ones
+  stay fp32 as the optimizer's master copy), ``--optimizer`` (adamw, adamw-fused, adamw-8bit).
 """
 from __future__ import annotations
 
@@ -49,6 +62,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from pi0_ros.data.dataset import Pi0Dataset
 from pi0_ros.model.normalize import NormStats, Normalizer
+from pi0_ros.training.lora import PROJECTIONS, LoraSettings
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +72,10 @@ LATEST = "latest"
 TRAIN_STATE = "train_state"
 LOG_FILE = "train_log.jsonl"
 PLOT_FILE = "loss.png"
+BASE_DIR = "base"  # OUT/base: the frozen base weights of a LoRA run started from --preset
+PRECISIONS = ("auto", "fp32", "bf16-autocast", "bf16")
+OPTIMIZERS = ("adamw", "adamw-fused", "adamw-8bit")
+DISTRIBUTED = ("ddp", "fsdp")
 FROZEN_PREFIX = "paligemma_with_expert.paligemma."  # vision tower + projector + Gemma VLM
 # --freeze-vision: the image encoder and the prompt embedding stay; the VLM's transformer layers
 # train with the expert (they compute the keys/values the expert reads at every layer).
@@ -93,6 +111,20 @@ class TrainConfig:
     delta_actions: bool = False        # joints as offsets from the current state (openpi's ALOHA recipe)
     stop_after: int | None = None      # stop (as if interrupted) after this step; tests/debugging
     dataset_map: str | None = None     # mapping YAML / embodiment for LeRobot datasets without meta/pi0_ros.json
+    lora: bool = False                 # PEFT LoRA adapters instead of full fine-tuning (lora.py)
+    lora_rank: int = 16                # openpi gemma_2b_lora
+    lora_alpha: float = 16.0
+    lora_expert_rank: int = 32         # openpi gemma_300m_lora
+    lora_expert_alpha: float = 32.0
+    lora_targets: tuple[str, ...] = PROJECTIONS
+    grad_checkpoint: bool = False      # activation checkpointing per transformer layer
+    precision: str = "auto"            # auto: bf16 autocast on CUDA, fp32 on CPU (see PRECISIONS)
+    optimizer: str = "adamw"           # see OPTIMIZERS
+    distributed: str = "ddp"           # engine under torchrun: ddp or fsdp (FSDP2)
+
+    def lora_settings(self) -> LoraSettings:
+        return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, expert_rank=self.lora_expert_rank,
+                            expert_alpha=self.lora_expert_alpha, targets=tuple(self.lora_targets))
 
 
 # ------------------------------------------------------------------------------ maths
@@ -261,14 +293,16 @@ class StepBatches(TorchDataset):
 
 # ------------------------------------------------------------------------------ model
 def build_model(cfg: TrainConfig, device: torch.device):
-    """(model fp32, tokenizer) from --init or --preset."""
+    """(model, tokenizer) from --init or --preset: fp32, except a LoRA run in --precision bf16,
+    whose frozen base is built directly in bf16 (a 3.3B fp32 copy alone would take 13 GB)."""
     from pi0_ros.model.checkpoint import load_checkpoint
     from pi0_ros.model.config import get_preset
     from pi0_ros.model.pi0 import PI0Model
     from pi0_ros.model.tokenizer import TOKENIZER_FILENAME, PromptTokenizer, tiny_tokenizer
 
+    bf16_base = cfg.lora and cfg.precision == "bf16"
     if cfg.init:
-        model = load_checkpoint(cfg.init, device=str(device), dtype=torch.float32)
+        model = load_checkpoint(cfg.init, device=str(device), dtype=torch.bfloat16 if bf16_base else torch.float32)
         if cfg.chunk_size or cfg.action_dim or cfg.num_cameras:
             raise ValueError("--chunk-size/--action-dim/--num-cameras apply to --preset only; a checkpoint keeps its own")
         tok_file = Path(cfg.init) / TOKENIZER_FILENAME
@@ -276,7 +310,7 @@ def build_model(cfg: TrainConfig, device: torch.device):
             raise FileNotFoundError(f"{cfg.init}: no {TOKENIZER_FILENAME}")
         tokenizer = PromptTokenizer(tok_file, max_len=model.config.max_token_len)
     else:
-        overrides: dict[str, Any] = {"dtype": "float32"}
+        overrides: dict[str, Any] = {"dtype": "bfloat16" if bf16_base else "float32"}
         if cfg.chunk_size:
             overrides["chunk_size"] = cfg.chunk_size
         if cfg.action_dim:
@@ -292,15 +326,84 @@ def build_model(cfg: TrainConfig, device: torch.device):
     return model, tokenizer
 
 
+def loss_unused_prefixes(model) -> tuple[str, ...]:
+    """Parameters the flow-matching loss never reaches: the loss reads only the action expert's
+    output, so the VLM's last layer contributes just its keys and values (input norm, k/v
+    projections); its query/output projections, MLP and the VLM's final norm are never run."""
+    last = f"paligemma_with_expert.paligemma.model.language_model.layers.{model.config.vlm.depth - 1}."
+    return (f"{last}self_attn.q_proj.", f"{last}self_attn.o_proj.", f"{last}post_attention_layernorm.",
+            f"{last}mlp.", "paligemma_with_expert.paligemma.model.language_model.norm.")
+
+
 def trainable_parameters(model: torch.nn.Module, freeze_vlm: bool,
                          freeze_vision: bool = False) -> list[torch.nn.Parameter]:
-    frozen = (FROZEN_PREFIX,) if freeze_vlm else VISION_PREFIXES if freeze_vision else ()
+    """Set requires_grad for full fine-tuning (optionally VLM or vision frozen); -> the trainable ones."""
+    frozen = ((FROZEN_PREFIX,) if freeze_vlm else VISION_PREFIXES if freeze_vision else ()) + loss_unused_prefixes(model)
     params = []
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith(frozen))
         if p.requires_grad:
             params.append(p)
     return params
+
+
+def store_frozen_in_bf16(model: torch.nn.Module) -> None:
+    """--precision bf16: frozen weights in bf16 (half their memory); trainable ones stay fp32, the
+    optimizer's master copy. Norms, patch/position embeddings and heads keep fp32 as everywhere."""
+    from pi0_ros.model.pi0 import keeps_fp32
+
+    for name, p in model.named_parameters():
+        if not p.requires_grad and p.is_floating_point() and not keeps_fp32(name):
+            p.data = p.data.to(torch.bfloat16)
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW (openpi betas/eps); fused: one kernel for all parameters (CUDA and CPU); 8-bit:
+    bitsandbytes' AdamW8bit, moments in 8 bits (1/4 of the state memory; CUDA only)."""
+    kw = dict(lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, **kw)
+    if cfg.optimizer == "adamw-fused":
+        return torch.optim.AdamW(params, fused=True, **kw)
+    if cfg.optimizer == "adamw-8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise RuntimeError("--optimizer adamw-8bit needs bitsandbytes (pip install bitsandbytes)") from exc
+        if device.type != "cuda":
+            raise RuntimeError("--optimizer adamw-8bit runs on CUDA only; use adamw or adamw-fused here")
+        return bnb.optim.AdamW8bit(params, **kw)
+    raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context of a --precision: bf16 matmuls under autocast, or none."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+    on = precision in ("bf16-autocast", "bf16") or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on)
+
+
+def shard_fsdp2(model: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
+    """FSDP2 over all ranks: one shard group per module that is called as a module in forward
+    (SigLIP layers, each Gemma layer's q/k/v/o projections and MLP, the token embedding), then
+    the rest at the root. The mixture layer runs two stacks' layers together, which is why the
+    groups are the projections and MLPs rather than whole decoder layers."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(device.type, (world,))
+    for layer in model.vision.vision_model.encoder.layers:
+        fully_shard(layer, mesh=mesh)
+    for stack in (model.vlm, model.expert):
+        if stack.embed_tokens is not None:
+            fully_shard(stack.embed_tokens, mesh=mesh)
+        for layer in stack.layers:
+            a = layer.self_attn
+            for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp):
+                fully_shard(m, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
 
 
 def model_inputs(batch: dict[str, Any], tokenizer, device: torch.device, state_in_prompt: bool = False):
@@ -334,10 +437,16 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def save_training_checkpoint(out: Path, step: int, model, tokenizer, norm: dict[str, dict[str, NormStats]],
-                             optimizer: torch.optim.Optimizer, scheduler, cfg: TrainConfig,
-                             delta: dict[str, np.ndarray] | None = None) -> Path:
+                             optimizer_state: dict[str, Any], scheduler, cfg: TrainConfig,
+                             delta: dict[str, np.ndarray] | None = None,
+                             model_state: dict[str, torch.Tensor] | None = None,
+                             lora: tuple[Any, Path] | None = None) -> Path:
+    """OUT/checkpoints/step_N: a policy directory + train_state/. model_state: the full weights
+    when ``model`` is sharded (FSDP2); lora: (PeftModel, base checkpoint) to write an adapter
+    directory instead of full weights."""
     from pi0_ros.model.normalize import save_norm_stats
     from pi0_ros.policy import ASSETS_DIRNAME, save_delta_mask, save_policy_checkpoint
+    from pi0_ros.training.lora import save_adapter
 
     d = checkpoint_dir(out, step)
     tmp = d.with_name(d.name + ".tmp")
@@ -345,14 +454,22 @@ def save_training_checkpoint(out: Path, step: int, model, tokenizer, norm: dict[
         import shutil
         shutil.rmtree(tmp)
     assets = list(norm)
-    save_policy_checkpoint((model, tokenizer), tmp, asset_id=assets[0], norm_stats=norm[assets[0]])
+    if lora is None:
+        save_policy_checkpoint((model, tokenizer), tmp, asset_id=assets[0], norm_stats=norm[assets[0]],
+                               state_dict=model_state)
+    else:
+        from pi0_ros.model.tokenizer import TOKENIZER_FILENAME
+        tmp.mkdir(parents=True)
+        save_adapter(lora[0], tmp, lora[1], cfg.lora_settings())
+        tokenizer.save(tmp / TOKENIZER_FILENAME)
+        save_norm_stats(tmp / ASSETS_DIRNAME / assets[0], norm[assets[0]])
     for a in assets[1:]:
         save_norm_stats(tmp / ASSETS_DIRNAME / a, norm[a])
     for a, m in (delta or {}).items():
         save_delta_mask(tmp / ASSETS_DIRNAME / a, m)
     ts = tmp / TRAIN_STATE
     ts.mkdir()
-    torch.save(optimizer.state_dict(), ts / "optimizer.pt")
+    torch.save(optimizer_state, ts / "optimizer.pt")
     save_safetensors({"torch_cpu": torch.get_rng_state()}, str(ts / "rng.safetensors"))
     (ts / "trainer.json").write_text(json.dumps({"step": step, "scheduler_last_epoch": scheduler.last_epoch,
                                                  "config": cfg.__dict__}, indent=2, default=str))
@@ -438,13 +555,38 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
 
     start_step = 0
     ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None:
+    if ckpt is not None and not cfg.lora:
         model.load_state_dict(load_checkpoint(ckpt, device=str(device), dtype=torch.float32).state_dict())
         model.train()
     if cfg.freeze_vlm and cfg.freeze_vision:
         raise ValueError("freeze_vlm already freezes the vision tower: give one of freeze_vlm, freeze_vision")
-    params = trainable_parameters(model, cfg.freeze_vlm, cfg.freeze_vision)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8, weight_decay=cfg.weight_decay)
+    fsdp = world > 1 and cfg.distributed == "fsdp"
+    if cfg.distributed not in DISTRIBUTED:
+        raise ValueError(f"--distributed must be one of {DISTRIBUTED}, got {cfg.distributed!r}")
+    if fsdp and cfg.lora:
+        raise ValueError("--distributed fsdp is for full fine-tuning; a LoRA run fits one GPU: use ddp")
+    if fsdp and cfg.resume:
+        raise NotImplementedError("--resume of an FSDP2 run is not supported yet")
+    peft_model, base = None, None
+    if cfg.lora:
+        if cfg.freeze_vlm or cfg.freeze_vision:
+            raise ValueError("--lora decides what trains (adapters + heads); drop --freeze-vlm/--freeze-vision")
+        peft_model, base = _setup_lora(cfg, model, out, rank, world, device, ckpt)
+        params = [p for p in model.parameters() if p.requires_grad]
+    else:
+        params = trainable_parameters(model, cfg.freeze_vlm, cfg.freeze_vision)
+        if cfg.precision == "bf16":
+            store_frozen_in_bf16(model)
+    if cfg.grad_checkpoint:
+        model.set_gradient_checkpointing(True)
+    engine: torch.nn.Module = model  # what forward (= the loss) is called on
+    if world > 1 and fsdp:
+        engine = shard_fsdp2(model, world, device)
+        params = [p for p in model.parameters() if p.requires_grad]  # now sharded DTensors
+    elif world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        engine = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = make_optimizer(params, cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
     if ckpt is not None:
@@ -478,7 +620,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
                           norm_mode=config.default_norm_mode)
     loader = DataLoader(batches, batch_size=None, sampler=range(start_step, cfg.steps), num_workers=cfg.num_workers,
                         persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = autocast_for(cfg.precision, device)
     losses: list[float] = []
     step_times: list[float] = []
     step = start_step
@@ -500,13 +642,13 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
             dist.all_reduce(count)
         denom = count.clamp(min=1.0).float()
         with autocast:
-            per_elem = model.loss(inputs, actions, noise=noise, time=t)
+            per_elem = engine(inputs, actions, noise=noise, time=t)  # PI0Model.forward: the loss per element
         loss = masked_loss(per_elem.float(), mask, denom)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        # DDP and FSDP2 average gradients over ranks; the loss is already the global mean.
+        (loss * world).backward()
         loss_value = loss.detach().clone()
         if world > 1:
-            _all_reduce_grads(params)
             dist.all_reduce(loss_value)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip))
         optimizer.step()
@@ -522,8 +664,13 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
                                     "grad_norm": grad_norm, "step_time_s": round(step_times[-1], 4),
                                     "samples_per_s": round(cfg.batch_size / max(step_times[-1], 1e-9), 2)}) + "\n")
         save = done == cfg.steps or (cfg.save_every and done % cfg.save_every == 0)
+        model_state, optim_state = None, None
+        if save and fsdp:  # collectives: every rank takes part, rank 0 receives the full tensors
+            model_state, optim_state = _full_state(model, optimizer)
         if save and rank == 0:
-            last_ckpt = save_training_checkpoint(out, done, model, tokenizer, norm, optimizer, scheduler, cfg, delta)
+            last_ckpt = save_training_checkpoint(
+                out, done, model, tokenizer, norm, optim_state if fsdp else optimizer.state_dict(), scheduler, cfg,
+                delta, model_state=model_state, lora=(peft_model, base) if cfg.lora else None)
             write_plot(out)
         if save and world > 1:
             dist.barrier()
@@ -534,45 +681,67 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
             "losses": losses, "checkpoint": str(last_ckpt) if last_ckpt else None,
             "step_time_s_median": float(np.median(steady)) if steady else None,
             "parameters": model.num_parameters(), "trainable_parameters": sum(p.numel() for p in params),
-            "digest": weights_digest(model),
+            "digest": weights_digest(_full_state(model, all_ranks=True)[0] if fsdp else model.state_dict()),
             "world_size": world, "device": str(device)}
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """sha256 of every parameter's bytes (ranks of a DDP run must agree)."""
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of every tensor's bytes of a state dict (ranks of a distributed run must agree)."""
     import hashlib
 
     h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
+    for name, p in sorted(state.items()):
         h.update(name.encode())
         h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
-def _all_reduce_grads(params: list[torch.nn.Parameter], bucket_elems: int = 25_000_000) -> None:
-    """Sum gradients across ranks, in flat buckets."""
-    grads = [p.grad for p in params if p.grad is not None]
-    bucket: list[torch.Tensor] = []
-    size = 0
+def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, all_ranks: bool = False):
+    """(full model state dict, full optimizer state dict or None) of an FSDP2 model, on CPU;
+    on rank 0 only (the others get empty dicts) unless all_ranks.
 
-    def flush() -> None:
-        if not bucket:
-            return
-        flat = torch.cat([g.reshape(-1) for g in bucket])
-        dist.all_reduce(flat)
-        off = 0
-        for g in bucket:
-            g.copy_(flat[off:off + g.numel()].view_as(g))
-            off += g.numel()
-        bucket.clear()
+    A collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+    )
 
-    for g in grads:
-        bucket.append(g)
-        size += g.numel()
-        if size >= bucket_elems:
-            flush()
-            size = 0
-    flush()
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=not all_ranks)
+    model_state = get_model_state_dict(model, options=opts)
+    optim_state = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
+    return model_state, optim_state
+
+
+def _setup_lora(cfg: TrainConfig, model, out: Path, rank: int, world: int, device: torch.device,
+                ckpt: Path | None):
+    """Freeze the base, add PEFT adapters; -> (PeftModel, base checkpoint directory).
+
+    The base is --init, or (from --preset) OUT/base, written here once by rank 0."""
+    from safetensors.torch import load_file
+
+    from pi0_ros.model.checkpoint import save_checkpoint
+    from pi0_ros.model.pi0 import keeps_fp32
+    from pi0_ros.training.lora import apply_lora
+
+    if cfg.precision == "bf16":  # the base is frozen as a whole: bf16 except what always stays fp32
+        for name, p in model.named_parameters():
+            if p.is_floating_point() and not keeps_fp32(name):
+                p.data = p.data.to(torch.bfloat16)
+    if cfg.init:
+        base = Path(cfg.init)
+    else:
+        base = out / BASE_DIR
+        if rank == 0 and not (cfg.resume and (base / "model.safetensors").is_file()):
+            save_checkpoint(model, base)
+        if world > 1:
+            dist.barrier()
+    with torch.random.fork_rng(devices=[]):  # adapters' random init from --seed, like the model's
+        torch.manual_seed(cfg.seed + 1)
+        peft_model = apply_lora(model, cfg.lora_settings())
+    if ckpt is not None:
+        from peft import set_peft_model_state_dict
+        set_peft_model_state_dict(peft_model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
+    model.train()
+    return peft_model, base
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -610,6 +779,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-map", default=None, metavar="YAML|EMBODIMENT",
                         help="for LeRobot datasets not written by bag2dataset: a mapping YAML (LeRobot feature names "
                              "-> camera slots, dims) or an embodiment name/YAML; see pi0_ros/data/dataset.py")
+    lora = parser.add_argument_group("LoRA (PEFT; defaults: openpi's gemma_2b_lora + gemma_300m_lora)")
+    lora.add_argument("--lora", action="store_true",
+                      help="train LoRA adapters on both Gemma stacks' attention and MLP projections plus the "
+                           "state/action/time heads; the rest (vision tower included) stays frozen. Checkpoints "
+                           "are PEFT adapter directories (pi0-ros merge-lora makes a plain one)")
+    lora.add_argument("--lora-rank", type=int, default=16, help="rank of the VLM (Gemma 2B) adapters")
+    lora.add_argument("--lora-alpha", type=float, default=16.0, help="alpha of the VLM adapters (scale alpha/rank)")
+    lora.add_argument("--lora-expert-rank", type=int, default=32, help="rank of the action expert's adapters")
+    lora.add_argument("--lora-expert-alpha", type=float, default=32.0, help="alpha of the action expert's adapters")
+    lora.add_argument("--lora-targets", default=",".join(PROJECTIONS),
+                      help="comma-separated projections that get adapters (default: all seven)")
+    mem = parser.add_argument_group("memory and speed")
+    mem.add_argument("--grad-checkpoint", action="store_true",
+                     help="activation checkpointing per transformer layer: keeps each layer's input only and "
+                          "recomputes the layer in backward (about 1/3 more compute, activations ~ layers x "
+                          "residual stream instead of all intermediates)")
+    mem.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="fp32; bf16-autocast (fp32 weights, bf16 matmuls); bf16 (also frozen weights stored in "
+                          "bf16, trainable ones fp32 as the optimizer's master copy); auto: bf16-autocast on "
+                          "CUDA, fp32 on CPU")
+    mem.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
+                     help="adamw; adamw-fused (one fused kernel, same maths); adamw-8bit (bitsandbytes, CUDA, "
+                          "8-bit moments: 1/4 of the optimizer memory)")
+    parser.add_argument("--distributed", choices=DISTRIBUTED, default="ddp",
+                        help="under torchrun: ddp (DistributedDataParallel, model replicated) or fsdp (FSDP2 "
+                             "fully_shard: weights, gradients and optimizer state sharded, for full fine-tuning)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -621,7 +816,12 @@ def run(args: argparse.Namespace) -> int:
                       save_every=args.save_every, resume=args.resume, device=args.device,
                       num_workers=args.num_workers, chunk_size=args.chunk_size, action_dim=args.action_dim,
                       num_cameras=args.num_cameras, log_every=args.log_every, delta_actions=args.delta_actions,
-                      dataset_map=args.dataset_map)
+                      dataset_map=args.dataset_map, lora=args.lora, lora_rank=args.lora_rank,
+                      lora_alpha=args.lora_alpha, lora_expert_rank=args.lora_expert_rank,
+                      lora_expert_alpha=args.lora_expert_alpha,
+                      lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
+                      grad_checkpoint=args.grad_checkpoint, precision=args.precision, optimizer=args.optimizer,
+                      distributed=args.distributed)
     summary = train(cfg)
     if _dist_env()[0] == 0:
         losses = summary.pop("losses")

@@ -57,7 +57,8 @@ def _executor_child(args: argparse.Namespace) -> int:
 
     rclpy.init()
     node = ExecutorNode(parameter_overrides=[Parameter("embodiment", value=args.embodiment),
-                                             Parameter("realtime_priority", value=args.realtime_priority)])
+                                             Parameter("realtime_priority", value=args.realtime_priority),
+                                             Parameter("gil_switch_interval", value=0.0005)])
     ex = SingleThreadedExecutor()
     ex.add_node(node)
     print("ready", flush=True)

@@ -56,12 +56,16 @@ class ExecutorNode(Node):
             "diagnostics_period": 1.0,    # s
             "realtime_priority": 0,       # >0: SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE)
             "max_chunk_future": 0.2,      # s a chunk's stamp may lie ahead of this clock (skew); later: rejected
+            "gil_switch_interval": 0.0,   # s, >0: sys.setswitchinterval for this process (own process: 0.0005)
         })
         self.embodiment = emb = load_embodiment(p["embodiment"])
         # The control thread must get the GIL within a small part of its period: Python's
         # default switch interval (5 ms) lets any other thread of this process delay a tick by
-        # that much. Process-wide, but cheap: it only makes GIL hand-overs more frequent.
-        sys.setswitchinterval(min(sys.getswitchinterval(), 0.0005))
+        # that much. It is process-wide, so it is a parameter: worth it where the executor has
+        # its own process (the robot computer); beside the simulator and the model in one
+        # process (bringup, eval) the frequent hand-overs slow them down.
+        if p["gil_switch_interval"] > 0:
+            sys.setswitchinterval(p["gil_switch_interval"])
         self.params = p
         self.core = ChunkExecutor(emb, execute_steps=p["execute_steps"] or None,
                                   require_reference=p["require_joint_states"], enabled=p["start_enabled"],
@@ -322,4 +326,6 @@ class ExecutorNode(Node):
 
 
 def main(args: list[str] | None = None) -> None:
+    # In its own process the executor may take the GIL often (see gil_switch_interval).
+    sys.setswitchinterval(0.0005)
     run_node(ExecutorNode, args)

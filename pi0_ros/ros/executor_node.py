@@ -31,7 +31,8 @@ from pi0_ros.executor import ChunkExecutor, MeasuredState
 from pi0_ros.msg import ActionChunk
 from pi0_ros.robots.embodiment import JointStateError, joint_state_positions, load_embodiment
 from pi0_ros.ros.commands import CommandPublishers
-from pi0_ros.ros.common import ERROR, OK, WARN, declare, now_sec, run_node, status
+from pi0_ros.ros.common import ERROR, OK, WARN, declare, log_at, now_sec, run_node, status
+from pi0_ros.throttle import KeyedThrottle
 from pi0_ros.ros.conversions import stamp_to_sec
 
 CHUNK_QOS = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
@@ -80,7 +81,8 @@ class ExecutorNode(Node):
         self.last_result = None
         self.hold_detail = ""  # why the inputs are not usable, e.g. which joint is missing
         self.tick_errors = 0
-        self._last_log: dict[str, float] = {}  # log key -> monotonic time of its last line
+        # Log throttling per reason (pi0_ros.throttle), not per call site as rclpy's does.
+        self._throttles = {2.0: KeyedThrottle(2.0), 5.0: KeyedThrottle(5.0)}
 
         self.create_subscription(ActionChunk, "action_chunk", self._on_chunk, CHUNK_QOS)
         # Joint states: polled on the control thread (module docstring) from a node no executor spins.
@@ -121,16 +123,10 @@ class ExecutorNode(Node):
             self._warn(f"chunk.{reason}", f"rejected chunk {msg.sequence} from '{msg.embodiment}': {reason}")
 
     def _warn(self, key: str, text: str, period: float = 2.0, error: bool = False) -> None:
-        """Log `text` at most once per `period` s for each `key` (throttling per reason)."""
-        t = time.monotonic()
-        if t - self._last_log.get(key, -np.inf) < period:
+        """Log `text` at most once per `period` (2 or 5) s for each `key`."""
+        if self._throttles[period](key, time.monotonic()) is None:
             return
-        self._last_log[key] = t
-        # Two call sites: rclpy's logger refuses one call site logging at two severities.
-        if error:
-            self.get_logger().error(text)
-        else:
-            self.get_logger().warning(text)
+        log_at(self.get_logger(), "error" if error else "warning", text)
 
     def _on_output_fault(self, output: str, reason: str) -> None:
         """An output's controller rejected or aborted a goal: hold until a fresh chunk."""

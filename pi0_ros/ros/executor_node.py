@@ -4,6 +4,11 @@ The control loop runs on its own thread with absolute deadlines, independent of 
 speed and of other callbacks. Each tick asks the ROS-free ChunkExecutor what to send and
 publishes it to every configured output (unless dry_run).
 
+``tick_source: external`` replaces that thread by calls to :meth:`ExecutorNode.step` with the
+time of the tick: a lockstep simulator in the same process ticks the executor once per physics
+step, with the simulator's own time, so neither the executor's clock (/clock received late on
+a busy computer) nor its wall-clock deadlines can drift against the simulated robot.
+
 Joint states are not taken by a Python callback per message: a 1 kHz arm driver would cost
 the control thread the GIL a thousand times a second. They are polled on each control tick
 from a subscription of a node that no executor spins: the raw messages are drained (cheap),
@@ -58,7 +63,12 @@ class ExecutorNode(Node):
             "realtime_priority": 0,       # >0: SCHED_FIFO priority of the control thread (needs CAP_SYS_NICE)
             "max_chunk_future": 0.2,      # s a chunk's stamp may lie ahead of this clock (skew); later: rejected
             "gil_switch_interval": 0.0,   # s, >0: sys.setswitchinterval for this process (own process: 0.0005)
+            "tick_source": "wall",        # wall: own control thread; external: step(now) (lockstep simulator)
         })
+        if p["tick_source"] not in ("wall", "external"):
+            raise ValueError(f"tick_source must be 'wall' or 'external', got {p['tick_source']!r}")
+        self.external_ticks = p["tick_source"] == "external"
+        self._external_now: float | None = None  # s, time of the last external tick
         self.embodiment = emb = load_embodiment(p["embodiment"])
         # The control thread must get the GIL within a small part of its period: Python's
         # default switch interval (5 ms) lets any other thread of this process delay a tick by
@@ -104,11 +114,18 @@ class ExecutorNode(Node):
         self.get_logger().info(f"executor for {emb.name} at {emb.control_rate_hz:g} Hz, "
                                f"execute_steps {self.core.scheduler.execute_steps} - {mode}")
         self._thread = threading.Thread(target=self._control_loop, name="pi0_control", daemon=True)
-        self._thread.start()
+        if not self.external_ticks:
+            self._thread.start()
 
     # ------------------------------------------------------------------ callbacks
+    def _now(self) -> float:
+        """This executor's time: the node clock, or the time of the last external tick."""
+        if self.external_ticks and self._external_now is not None:
+            return self._external_now
+        return now_sec(self)
+
     def _on_chunk(self, msg: ActionChunk) -> None:
-        now = now_sec(self)
+        now = self._now()
         n = int(msg.chunk_size) * int(msg.action_dim)
         if len(msg.actions) != n or n == 0:
             actions = np.zeros((0, self.embodiment.num_dims))  # counted as a malformed chunk below
@@ -130,7 +147,7 @@ class ExecutorNode(Node):
 
     def _on_output_fault(self, output: str, reason: str) -> None:
         """An output's controller rejected or aborted a goal: hold until a fresh chunk."""
-        now = now_sec(self)
+        now = self._now()
         with self._lock:
             self.core.report_fault(output, reason, now)
         self._warn(f"fault.{output}.{reason}", f"output '{output}': {reason}; holding until the next chunk",
@@ -222,16 +239,8 @@ class ExecutorNode(Node):
             if last is not None:
                 self.periods.append(t - last)
             last = t
-            try:
-                self._tick()
-            except Exception as e:  # noqa: BLE001 - no single message may stop the control loop
-                if self._stop.is_set() or not self.context.ok():
-                    return  # shutting down: the context is gone, nothing left to command
-                self.tick_errors += 1
-                try:
-                    self._warn(f"tick.{type(e).__name__}", f"control tick failed: {e!r}", error=True)
-                except Exception:  # noqa: BLE001 - logging must not end the loop either
-                    pass
+            if not self._guarded_tick(None):
+                return
             next_t += period
             behind = time.monotonic() - next_t
             if behind > 0:  # overran a whole period: skip the missed ticks, never burst
@@ -239,9 +248,30 @@ class ExecutorNode(Node):
                 self.missed_ticks += skipped
                 next_t += skipped * period
 
-    def _tick(self) -> None:
+    def step(self, now: float) -> None:
+        """One control tick at time `now` (s, the caller's clock): tick_source external only."""
+        if not self.external_ticks:
+            raise RuntimeError("step() needs tick_source 'external' (this executor runs its own control thread)")
+        self._external_now = now
+        self._guarded_tick(now)
+
+    def _guarded_tick(self, now: float | None) -> bool:
+        """Run one tick; False when shutting down. No exception may stop the ticks."""
+        try:
+            self._tick(now)
+        except Exception as e:  # noqa: BLE001 - no single message may stop the control loop
+            if self._stop.is_set() or not self.context.ok():
+                return False  # shutting down: the context is gone, nothing left to command
+            self.tick_errors += 1
+            try:
+                self._warn(f"tick.{type(e).__name__}", f"control tick failed: {e!r}", error=True)
+            except Exception:  # noqa: BLE001 - logging must not end the loop either
+                pass
+        return True
+
+    def _tick(self, now: float | None = None) -> None:
         self._poll_joint_states()
-        now = now_sec(self)
+        now = now_sec(self) if now is None else now
         with self._lock:
             measured = self._measured()
             if measured is None and self.params["require_joint_states"]:
@@ -284,7 +314,7 @@ class ExecutorNode(Node):
             counters = self.core.counters()
             safety = self.core.safety
             estopped, enabled = safety.estopped, safety.enabled
-            age = self.core.last_chunk_age(now_sec(self))
+            age = self.core.last_chunk_age(self._now())
         r = self.last_result
         if estopped:
             level, msg = ERROR, "e-stop engaged: holding"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 
 from pi0_ros import sim as _sim  # noqa: F401  (MUJOCO_GL before mujoco)
@@ -90,6 +91,11 @@ class SimNode(Node):
         self._pause = threading.Event()
         self._held = threading.Event()   # the sim thread stands still (cleared before any step)
         self.held_s = 0.0                # wall seconds stood still, for wall-clock guards
+        # Called on the sim thread after every physics tick (its state published), with its sim
+        # time: a lockstep evaluation ticks the executor here (ExecutorNode tick_source external).
+        self.tick_hooks: list[Callable[[float], None]] = []
+        self.commands_received: Counter[str] = Counter()  # topic commands taken, per output name
+        self.physics_ticks = 0
 
         self._js_pubs = {src: self.create_publisher(JointState, topic, qos_profile_sensor_data)
                          for src, topic in emb.joint_state_sources.items()}
@@ -141,6 +147,7 @@ class SimNode(Node):
         return None
 
     def _set(self, o: Output, values) -> None:
+        self.commands_received[o.name] += 1
         try:
             self.env.set_command(o.name, values)
         except (ValueError, KeyError) as e:
@@ -234,6 +241,7 @@ class SimNode(Node):
             time.sleep(0.001)  # publishers are created after the env exists
         period = self.env.embodiment.dt
         next_t = time.monotonic()
+        held_since: float | None = None
         while not self._stop.is_set():
             with self._lock:
                 resets, self._resets = self._resets, []
@@ -243,16 +251,26 @@ class SimNode(Node):
                 except Exception as e:  # noqa: BLE001 - handed to the caller
                     box.append(e)
                 done.set()
+            now = time.monotonic()
             if self._pause.is_set() or any(c() for c in self.hold_conditions):
-                # Standing still. Joint states and /clock keep coming at the frozen stamp: the
-                # executor's watchdog measures their freshness in monotonic receipt time (0.25 s)
-                # and would otherwise hold the robot; no new images, no physics.
+                # Standing still: re-check every millisecond (a lockstep wait for a command in
+                # flight is short), and once per period keep joint states and /clock coming at
+                # the frozen stamp: the executor's watchdog measures their freshness in monotonic
+                # receipt time (0.25 s) and would otherwise hold the robot. No images, no physics.
                 self._held.set()
-                self.held_s += period
-                self._publish_state(images=False)
-            else:
-                self._held.clear()
-                self._on_tick()
+                if held_since is None:
+                    held_since = now
+                if now >= next_t:
+                    self._publish_state(images=False)
+                    next_t = now + period
+                time.sleep(0.001)
+                continue
+            if held_since is not None:
+                self.held_s += now - held_since
+                held_since = None
+                next_t = max(next_t, now)  # the tick after a hold runs now: sim time never jumps
+            self._held.clear()
+            self._on_tick()
             next_t += period
             delay = next_t - time.monotonic()
             if delay > 0:
@@ -264,7 +282,11 @@ class SimNode(Node):
     def _on_tick(self) -> None:
         with self._ctl_lock:
             self.env.step()
+        self.physics_ticks += 1
         self._publish_state()
+        t = self.sim_time
+        for hook in self.tick_hooks:
+            hook(t)
 
     def _publish_state(self, images: bool = True) -> None:
         stamp = sec_to_stamp(self.sim_time)

@@ -15,6 +15,10 @@ from rclpy.executors import ExternalShutdownException
 from pi0_ros.ros.bringup import Bringup
 
 LOCKSTEP_MAX_HOLD = 3.0  # s of wall time one unanswered chunk request may hold the simulator
+LOCKSTEP_MAX_DELIVERY = 0.5  # s of wall time the simulator waits for the executor's commands of one tick
+# Outputs whose messages the simulator takes on topics (SimNode._set), i.e. countable per tick.
+_TOPIC_OUTPUTS = ("std_msgs/msg/Float64MultiArray", "geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped",
+                  "interbotix_xs_msgs/msg/JointGroupCommand", "interbotix_xs_msgs/msg/JointSingleCommand")
 SAFETY_KEYS = ("clamp", "step_limit", "non_finite", "bad_shape", "estop", "no_reference", "invalid_measured")
 
 
@@ -52,6 +56,8 @@ class SimSession:
             # frame is at most one image period old: infer on it, not on an older observation
             # still queued behind a slow pipeline (the policy waits for the fresh one).
             extra["policy"].setdefault("max_observation_age", 1.5 / image_rate_hz)
+            # The simulator ticks the executor (below), not the executor's own wall clock.
+            extra.setdefault("executor", {})["tick_source"] = "external"
         self.scripted = scripted
         # dry_run False: the commands must reach the simulator (the executor defaults to dry run).
         self.bringup = Bringup(embodiment, checkpoint=checkpoint, dry_run=False, sim=True, use_sim_time=True,
@@ -83,8 +89,35 @@ class SimSession:
             inferring = PolicyStatus.INFERRING
             scheduler = self.executor_node.core.scheduler
             self._held_since: float | None = None
+            ex, sim = self.executor_node, self.sim
+            # One executor tick per physics tick, at the simulator's time, on the sim thread: the
+            # executor's clock cannot lag the simulated robot (/clock received late under load)
+            # and no tick is missed or doubled. The next physics tick waits until the simulator
+            # has taken the commands of this one (they travel through DDS like on a robot).
+            sim.tick_hooks.append(ex.step)
+            counted = [o.name for o in ex.embodiment.outputs if o.type in _TOPIC_OUTPUTS]
+            self._delivery_since: float | None = None
+            self.late_deliveries = 0  # ticks that went on without all commands (never expected)
+
+            def undelivered() -> bool:
+                sent = ex.commands.counters()
+                if all(sim.commands_received[n] >= sent[n]["sent"] for n in counted):
+                    self._delivery_since = None
+                    return False
+                t = time.monotonic()
+                if self._delivery_since is None:
+                    self._delivery_since = t
+                if t - self._delivery_since < LOCKSTEP_MAX_DELIVERY:
+                    return True
+                self.late_deliveries += 1
+                self._delivery_since = None
+                sim.get_logger().warning(f"lockstep: the executor's commands did not arrive within "
+                                         f"{LOCKSTEP_MAX_DELIVERY} s; stepping on ({self.late_deliveries} times)")
+                return False
 
             def hold() -> bool:
+                if undelivered():
+                    return True
                 if self.policy_node.status_msg.state == inferring:
                     return True
                 if scheduler.request_outstanding:

@@ -115,3 +115,75 @@ def test_lockstep_freezes_sim_time_during_inference():
     assert max(lock) <= dt + 1e-9, lock
     assert np.median(real) > 3 * dt, real
     assert stale == 0  # the executor saw live joint states throughout the pauses
+
+
+def test_lockstep_ticks_the_executor_once_per_physics_tick_at_sim_time():
+    """In lockstep the simulator ticks the executor (tick_source external) after every physics
+    step, at the step's sim time, and steps again only once it has taken that tick's commands:
+    the executor's clock cannot lag the robot, no tick is missed or doubled, even when the
+    process is busy (a thread burning the GIL here)."""
+    import threading
+
+    from pi0_ros.ros.sim_session import SimSession
+
+    policy = SlowHold(delay=0.05)
+    s = SimSession("trossen_bimanual", "pick_cube", policy=policy, seed=0, lockstep=True,
+                   extra={"sim": {"image_size": 96}})
+    policy.sim = s.sim
+    stop = threading.Event()
+
+    def burn() -> None:
+        while not stop.is_set():
+            sum(range(10_000))
+
+    burner = threading.Thread(target=burn, daemon=True)
+    try:
+        assert s.executor_node.external_ticks and not s.executor_node._thread.is_alive()
+        s.wait_ready()
+        ex, sim = s.executor_node, s.sim
+        seen: list[tuple[float, float]] = []
+        sim.tick_hooks.append(lambda t: seen.append((t, ex._external_now)))  # after ex.step
+        burner.start()
+        assert sim.pause()  # counters read while the sim thread stands between two ticks
+        ticks0, phys0 = ex.ticks, sim.physics_ticks
+        sim.resume()
+        r = s.run_episode(3, max_time=1.0, stop_on_success=False)
+        assert r.chunks >= 2, r
+        assert sim.pause()
+        assert ex.ticks - ticks0 == sim.physics_ticks - phys0 >= 50
+        assert all(abs(t - now) < 1e-9 for t, now in seen)  # each tick at the step's own sim time
+        assert s.late_deliveries == 0
+        sent = ex.commands.counters()
+        assert sum(c["sent"] for c in sent.values()) > 0
+        assert all(sim.commands_received[n] == c["sent"] for n, c in sent.items())  # none lost or pending
+    finally:
+        stop.set()
+        s.close()
+
+
+def test_external_tick_source_needs_step_and_rejects_unknown_values():
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from pi0_ros.ros.executor_node import ExecutorNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        node = ExecutorNode(context=ctx, parameter_overrides=[Parameter("tick_source", value="external")])
+        try:
+            assert not node._thread.is_alive()
+            node.step(12.5)  # no joint states yet: holds, publishes nothing, does not raise
+            assert node.ticks == 1 and node.last_result.held and node._now() == 12.5
+        finally:
+            node.destroy_node()
+        wall = ExecutorNode(context=ctx)
+        try:
+            with pytest.raises(RuntimeError, match="tick_source"):
+                wall.step(1.0)
+        finally:
+            wall.destroy_node()
+        with pytest.raises(ValueError, match="tick_source"):
+            ExecutorNode(context=ctx, parameter_overrides=[Parameter("tick_source", value="sim")])
+    finally:
+        rclpy.try_shutdown(context=ctx)

@@ -4,6 +4,8 @@
         prompt:="pick up the red cube" dry_run:=false
 
 dry_run defaults to true: commands are computed and logged but nothing is sent to the robot.
+realtime_chunking, noise_scale, num_steps (policy) and execute_steps (executor) come from the
+checkpoint's inference.json unless config/params/<embodiment>.yaml sets them (README, Configure).
 With backend:=remote server_uri:=ws://gpu-host:8000 the policy node is a client of an
 openpi-protocol server (pi0-ros serve, or openpi's serve_policy.py with remote_keys:=aloha|droid|libero).
 """
@@ -51,7 +53,9 @@ def generate_launch_description() -> LaunchDescription:
                                           "server_uri": LaunchConfiguration("server_uri"),
                                           "remote_keys": LaunchConfiguration("remote_keys")}]),
         Node(package="pi0_ros", executable="executor_node", name="pi0_executor", namespace=namespace, output="screen",
-             parameters=[params, common, {"dry_run": ParameterValue(LaunchConfiguration("dry_run"), value_type=bool)}]),
+             parameters=[params, common, {"dry_run": ParameterValue(LaunchConfiguration("dry_run"), value_type=bool),
+                                          # for execute_steps from the checkpoint's inference.json
+                                          "checkpoint": LaunchConfiguration("checkpoint")}]),
         Node(package="pi0_ros", executable="viz_node", name="pi0_viz", namespace=namespace, output="screen",
              parameters=[params, common]),
         Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",

@@ -93,7 +93,9 @@ class Bringup:
         self.nodes["observation"] = ObservationNode(parameter_overrides=params("observation", {"prompt": self.prompt}), **kw)
         self.nodes["policy"] = PolicyNode(policy=self.policy, parameter_overrides=params(
             "policy", {"checkpoint": self.checkpoint, "trigger": self.trigger}), **kw)
-        self.nodes["executor"] = ExecutorNode(parameter_overrides=params("executor", {"dry_run": self.dry_run}), **kw)
+        # The executor reads the checkpoint's inference.json for execute_steps (nothing else).
+        self.nodes["executor"] = ExecutorNode(parameter_overrides=params(
+            "executor", {"dry_run": self.dry_run, "checkpoint": self.checkpoint}), **kw)
         if self.viz:
             from pi0_ros.ros.viz_node import VizNode
 

@@ -16,6 +16,19 @@ def declare(node: Node, params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def given_parameters(node: Node, names) -> set[str]:
+    """Those of ``names`` that were given to this node (``--ros-args -p``, a parameters file, a
+    launch file's ``parameters``, ``parameter_overrides``) rather than left at their default.
+
+    rclpy keeps the overrides it got at construction in ``Node._parameter_overrides`` (every
+    distribution since Foxy); declare_parameter reads them from there. Raises if that ever changes
+    rather than taking every parameter for a default."""
+    overrides = getattr(node, "_parameter_overrides", None)
+    if not isinstance(overrides, dict):
+        raise RuntimeError("this rclpy keeps no Node._parameter_overrides: cannot tell given parameters from defaults")
+    return {n for n in names if n in overrides}
+
+
 def now_sec(node: Node) -> float:
     """The node clock (sim time when use_sim_time) in seconds."""
     return node.get_clock().now().nanoseconds * 1e-9

@@ -13,6 +13,9 @@ Joint states are not taken by a Python callback per message: a 1 kHz arm driver 
 the control thread the GIL a thousand times a second. They are polled on each control tick
 from a subscription of a node that no executor spins: the raw messages are drained (cheap),
 only the newest one per publisher is deserialised and merged by joint name.
+
+execute_steps: the parameter when non-zero, else the checkpoint's inference.json (parameter
+`checkpoint`, the policy's; pi0_ros.inference_settings), else the embodiment's.
 """
 from __future__ import annotations
 
@@ -26,12 +29,14 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Header
 from std_srvs.srv import SetBool
 
+from pi0_ros import inference_settings as isettings
 from pi0_ros.executor import ChunkExecutor, MeasuredState
 from pi0_ros.msg import ActionChunk
 from pi0_ros.robots.embodiment import JointStateError, joint_state_positions, load_embodiment
@@ -55,7 +60,9 @@ class ExecutorNode(Node):
         p = declare(self, {
             "embodiment": "trossen_bimanual",
             "dry_run": True,              # compute and log commands, publish nothing to the robot
-            "execute_steps": 0,           # 0: the embodiment's execute_steps
+            # 0: the checkpoint's inference.json (pi0_ros.inference_settings), else the embodiment's
+            "execute_steps": 0,
+            "checkpoint": "",             # the policy's checkpoint: read for its inference.json only
             "joint_state_timeout": 0.25,  # s without joint states -> hold (the driver died)
             "require_joint_states": True,  # False: robots without position feedback
             "start_enabled": True,
@@ -78,7 +85,8 @@ class ExecutorNode(Node):
         if p["gil_switch_interval"] > 0:
             sys.setswitchinterval(p["gil_switch_interval"])
         self.params = p
-        self.core = ChunkExecutor(emb, execute_steps=p["execute_steps"] or None,
+        self.execute_steps = self._execute_steps(p, emb)
+        self.core = ChunkExecutor(emb, execute_steps=self.execute_steps.value,
                                   require_reference=p["require_joint_states"], enabled=p["start_enabled"],
                                   max_future=p["max_chunk_future"])
         self.commands = CommandPublishers(self, emb, dry_run=p["dry_run"], on_fault=self._on_output_fault)
@@ -112,10 +120,25 @@ class ExecutorNode(Node):
         self._commanded = JointState(name=emb.dim_names)
         mode = "DRY RUN: computing commands, publishing nothing to the robot" if p["dry_run"] else "LIVE"
         self.get_logger().info(f"executor for {emb.name} at {emb.control_rate_hz:g} Hz, "
-                               f"execute_steps {self.core.scheduler.execute_steps} - {mode}")
+                               f"{isettings.describe({'execute_steps': self.execute_steps})} - {mode}")
         self._thread = threading.Thread(target=self._control_loop, name="pi0_control", daemon=True)
         if not self.external_ticks:
             self._thread.start()
+
+    def _execute_steps(self, p: dict, emb) -> isettings.Setting:
+        """A non-zero execute_steps parameter wins over the checkpoint's inference.json, which wins
+        over the embodiment's; the parameter then shows the value used."""
+        ckpt = isettings.load(p["checkpoint"])
+        given = {"execute_steps": p["execute_steps"]} if p["execute_steps"] else {}
+        s = isettings.resolve(["execute_steps"], given, ckpt, {"execute_steps": emb.execute_steps})["execute_steps"]
+        if s.source == "default":
+            s = isettings.Setting(s.value, f"embodiment {emb.name}")
+        mismatch = isettings.embodiment_mismatch(ckpt, emb.name)
+        if mismatch and "execute_steps" in ckpt.values:
+            self.get_logger().warning(mismatch)
+        p["execute_steps"] = s.value
+        self.set_parameters([Parameter("execute_steps", value=s.value)])
+        return s
 
     # ------------------------------------------------------------------ callbacks
     def _now(self) -> float:

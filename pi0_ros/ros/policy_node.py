@@ -7,6 +7,8 @@ Trigger modes: "request" (default) infers when the executor asks for the next ch
 While the observation node reports on `observation_status` that inputs are stale or missing
 (level not OK), the status is PAUSED with `last_error` "inputs: <its message>", which names
 the inputs and their topics; it returns to READY when that report is OK again.
+realtime_chunking, noise_scale and num_steps not given to the node come from the checkpoint's
+inference.json (pi0_ros.inference_settings), else the declared defaults; the node logs which.
 """
 from __future__ import annotations
 
@@ -18,20 +20,24 @@ from collections import deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
+from pi0_ros import inference_settings as isettings
 from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
 from pi0_ros.realtime_chunking import ChunkGuide, RealTimeChunking
 from pi0_ros.robots.embodiment import load_embodiment
-from pi0_ros.ros.common import declare, log_at, now_sec, run_node
+from pi0_ros.ros.common import declare, given_parameters, log_at, now_sec, run_node
 from pi0_ros.ros.conversions import image_to_rgb, stamp_to_sec
 from pi0_ros.throttle import KeyedThrottle, reason_key
 
 RELIABLE = QoSProfile(depth=4, reliability=ReliabilityPolicy.RELIABLE)
 # As the observation node publishes it: latched, so a late start still sees the current report.
 INPUTS_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Taken from the checkpoint's inference.json unless given to the node (pi0_ros.inference_settings).
+POLICY_SETTINGS = ("realtime_chunking", "noise_scale", "num_steps")
 STATE_NAMES = {v: k for k, v in vars(PolicyStatus).items() if k.isupper() and isinstance(v, int)}
 
 
@@ -68,6 +74,8 @@ class PolicyNode(Node):
             "checkpoint": "",              # checkpoint directory; "" = tiny preset, RANDOM weights
             "asset_id": "",                # norm stats asset; "" = the embodiment's asset_id / the only one
             "device": "cpu",               # cpu | cuda | cuda:N
+            # realtime_chunking, num_steps, noise_scale: when not given, the checkpoint's
+            # inference.json decides, else these defaults (POLICY_SETTINGS).
             "num_steps": 10,               # flow-matching Euler steps
             "noise_scale": 1.0,            # std of the sampler's starting noise (1 = N(0, I); 0 = deterministic)
             "trigger": "request",          # request | continuous
@@ -92,11 +100,10 @@ class PolicyNode(Node):
         })
         if p["trigger"] not in ("request", "continuous"):
             raise ValueError(f"trigger must be 'request' or 'continuous', got '{p['trigger']}'")
-        if not 0.0 <= p["noise_scale"] <= 1.0:
-            raise ValueError(f"noise_scale must be within [0, 1], got {p['noise_scale']}")
         if p["backend"] not in ("local", "remote"):
             raise ValueError(f"backend must be 'local' or 'remote', got '{p['backend']}'")
         remote = p["backend"] == "remote"
+        self.inference = self._inference_settings(p, remote, policy)
         if p["torch_threads"] > 0:
             import torch
 
@@ -136,6 +143,30 @@ class PolicyNode(Node):
                                    "meaningless - use dry_run or the simulator, never real hardware. !!!")
         self._thread = threading.Thread(target=self._worker, name="pi0_inference", daemon=True)
         self._thread.start()
+
+    def _inference_settings(self, p: dict, remote: bool, policy) -> dict[str, isettings.Setting]:
+        """realtime_chunking, noise_scale, num_steps: a parameter given to this node wins over the
+        checkpoint's inference.json, which wins over the declared default; `p` gets the result."""
+        given = given_parameters(self, POLICY_SETTINGS)
+        ckpt = isettings.load(p["checkpoint"])
+        # Not given, p holds the declared default: that is the code default.
+        out = isettings.resolve(POLICY_SETTINGS, {k: p[k] for k in given}, ckpt, {k: p[k] for k in POLICY_SETTINGS})
+        p.update({k: s.value for k, s in out.items()})
+        # `ros2 param get` shows what runs, not the declared default.
+        self.set_parameters([Parameter(k, value=s.value) for k, s in out.items() if k not in given])
+        shown = dict(out)
+        note = ""
+        if remote or policy is not None:  # the sampler is not this node's: only realtime_chunking applies here
+            shown = {"realtime_chunking": out["realtime_chunking"]}
+            note = "; noise_scale, num_steps: " + ("the server's" if remote else "the given policy's")
+        log = self.get_logger()
+        log.info(f"inference settings: {isettings.describe(shown)}{note}")
+        if ckpt and ckpt.validation():
+            log.info(f"{ckpt.path}: validated with {ckpt.validation()}")
+        mismatch = isettings.embodiment_mismatch(ckpt, p["embodiment"])
+        if mismatch:
+            log.warning(mismatch)
+        return out
 
     # ------------------------------------------------------------------ callbacks (never block)
     def _on_observation(self, msg: Observation) -> None:

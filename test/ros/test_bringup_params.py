@@ -76,7 +76,7 @@ def test_bringup_is_dry_run_unless_told_false():
 def test_load_params_file_per_node_and_wildcard(tmp_path):
     roles, unknown = load_params_file(ROOT / "config" / "params" / "ur5e.yaml")
     assert {roles[r]["embodiment"] for r in ("observation", "policy", "executor", "viz")} == {"ur5e"}
-    assert roles["policy"]["num_steps"] == 10 and unknown == []
+    assert roles["policy"]["warmup_runs"] == 2 and unknown == []
     f = tmp_path / "p.yaml"
     f.write_text("/**:\n  ros__parameters:\n    embodiment: franka\n"
                  "/pi0_executor:\n  ros__parameters:\n    execute_steps: 7\n"

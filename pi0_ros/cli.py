@@ -13,7 +13,7 @@ import sys
 # name -> (module, one-line help). Nested groups are dicts.
 COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "embodiments": ("pi0_ros.robots.cli", "list the robot embodiments (action dims, cameras, rates)"),
-    "demo": ("pi0_ros.ros.demo", "run the whole pipeline on the simulated ALOHA and write a report"),
+    "demo": ("pi0_ros.ros.demo", "run the whole pipeline on a simulated robot (ALOHA by default) and write a report"),
     "bringup": ("pi0_ros.ros.bringup", "run the observation, policy and executor nodes in one process"),
     "eval": ("pi0_ros.evaluation", "closed-loop episodes in the simulator through the ROS nodes"),
     "record": ("pi0_ros.data.record", "record rosbag2 (mcap) episodes of an embodiment's topics"),

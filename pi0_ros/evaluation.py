@@ -5,6 +5,11 @@
     pi0-ros eval --checkpoint DIR --lockstep          # the sim pauses while the policy infers
     pi0-ros eval --checkpoint DIR --cpu-load 4        # ... on a busy computer (4 busy processes)
     pi0-ros eval --checkpoint DIR --remote             # the policy behind pi0-ros serve (openpi protocol)
+    pi0-ros eval --checkpoint DIR --no-realtime-chunking --noise-scale 1   # not the checkpoint's settings
+
+Real-time chunking, noise scale, Euler steps and execute_steps not given as options come from the
+checkpoint's inference.json (pi0_ros.inference_settings), else the defaults; the JSON summary
+says which value each came from.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import json
 import statistics
 import sys
 import time
+
+from pi0_ros import inference_settings as isettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,10 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=None, help="override the prompt (the target follows the prompt)")
     parser.add_argument("--swap-prompt", action="store_true",
                         help="prompt-swap check: each seed's layout with the prompt naming the OTHER cube")
-    parser.add_argument("--realtime-chunking", action="store_true",
-                        help="each chunk continues the rest of the previous one (policy node parameter)")
-    parser.add_argument("--noise-scale", type=float, default=1.0,
-                        help="std of the sampler's starting noise (policy node parameter; 1 = the paper's N(0, I))")
+    # Not given: the checkpoint's inference.json (the settings it was validated with), else the defaults.
+    isettings.add_arguments(parser)
     parser.add_argument("--max-time", type=float, default=None, help="s of sim time per episode (default: task's)")
     parser.add_argument("--lockstep", action="store_true",
                         help="the simulator pauses while the policy infers: the success rate measures the policy, "
@@ -72,10 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if args.swap_prompt and args.prompt:
         raise SystemExit("--swap-prompt and --prompt exclude each other")
     t0 = time.monotonic()
+    given = isettings.given_from_args(args)  # checked before anything starts
     with CpuLoad(args.cpu_load) as load:  # started before the nodes, always stopped
-        results = _episodes(args)
+        results, settings = _episodes(args, given)
     summary = {"embodiment": args.embodiment, "task": args.task, "policy": args.policy, "swap_prompt": args.swap_prompt,
-               "realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale,
+               **{k: s.value for k, s in settings.items()},
+               "inference_sources": {k: s.source for k, s in settings.items()},
                "lockstep": args.lockstep, "cpu_load": load.describe(),
                "remote": getattr(args, "resolved_server_uri", None) if _remote(args) else None,
                "checkpoint": args.checkpoint or ("tiny-random" if args.policy == "pi0" else None),
@@ -90,26 +97,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _episodes(args: argparse.Namespace) -> list:
+def _episodes(args: argparse.Namespace, given: dict) -> tuple[list, dict]:
+    """The episodes' results, and the inference settings the nodes used (name -> Setting)."""
     from pi0_ros.ros.sim_session import SimSession
 
-    policy_params = {"realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale}
+    # Only what was given becomes a node parameter: the nodes take the rest from the checkpoint.
+    extra = isettings.node_params(given)
     server = None
     if _remote(args):
         from pi0_ros.serving.process import remote_policy_params
 
         if args.policy == "scripted":
             raise SystemExit("--remote serves pi0 checkpoints, not the scripted expert")
-        params, server = remote_policy_params(args.checkpoint, args.noise_scale, args.server_uri, args.remote_keys)
-        policy_params.update(params)
+        params, server = remote_policy_params(args.checkpoint, given.get("noise_scale"), args.server_uri,
+                                              args.remote_keys, num_steps=given.get("num_steps"))
+        extra["policy"].update(params)
         args.resolved_server_uri = params.get("server_uri")
     try:
         session = SimSession(args.embodiment, args.task, checkpoint=args.checkpoint, scripted=args.policy == "scripted",
-                             seed=args.seed, extra={"policy": policy_params}, lockstep=args.lockstep)
+                             seed=args.seed, extra=extra, lockstep=args.lockstep)
     except BaseException:
         if server is not None:
             server.stop()
         raise
+    settings = isettings.as_given({**session.policy_node.inference, "execute_steps": session.executor_node.execute_steps},
+                                  given, "option")
     results = []
     try:
         session.wait_ready()
@@ -129,7 +141,7 @@ def _episodes(args: argparse.Namespace) -> list:
         session.close()
         if server is not None:
             server.stop()
-    return results
+    return results, settings
 
 
 def _remote(args: argparse.Namespace) -> bool:

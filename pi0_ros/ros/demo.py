@@ -1,8 +1,15 @@
-"""`pi0-ros demo` (`make demo`): the whole pipeline on the simulated ALOHA for about a minute.
+"""`pi0-ros demo` (`make demo`): the whole pipeline on a simulated robot for about a minute.
 
 Simulator + observation + policy + executor nodes in one process, episodes back to back with
 the two language-conditioned prompts, a live status line, and an output folder with a video
 and an image strip of the top camera, a plot of commanded vs measured joints and a JSON summary.
+
+`--embodiment` picks the simulated robot (trossen_bimanual = ALOHA, the default; ur5e; franka).
+pi0 runs the checkpoint that ships for that robot (only ALOHA's so far) or `--checkpoint DIR`;
+for a robot without one the demo stops with an error naming the choices rather than run another
+robot's weights, or the scripted expert in place of the policy asked for (it picks on ALOHA
+only so far). Inference settings not given as options come from the checkpoint's
+inference.json (pi0_ros.inference_settings).
 """
 from __future__ import annotations
 
@@ -14,33 +21,44 @@ from pathlib import Path
 
 import numpy as np
 
+from pi0_ros import inference_settings as isettings
 from pi0_ros.paths import share_dir
 
-DEFAULT_CHECKPOINT = "checkpoints/pi0_sim_aloha_pick_cube"  # made by tools/make_demo_checkpoint.sh
+# embodiment -> the trained checkpoint that ships for it (share dir); made by tools/make_demo_checkpoint.sh
+DEFAULT_CHECKPOINTS = {"trossen_bimanual": "checkpoints/pi0_sim_aloha_pick_cube"}
+DEMO_EMBODIMENTS = ("trossen_bimanual", "ur5e", "franka")
+# The scripted expert (pi0_ros.sim.expert) picks the cube on these. Not yet on ur5e (it misses)
+# or franka (its gripper is on its own JointState source: planning fails on the sim thread).
+SCRIPTED_EMBODIMENTS = ("trossen_bimanual",)
 PROMPTS = ("pick up the red cube", "pick up the blue cube")
 
 
-def default_checkpoint() -> str:
-    p = share_dir() / DEFAULT_CHECKPOINT
+def default_checkpoint(embodiment: str = "trossen_bimanual") -> str | None:
+    """The shipped checkpoint for `embodiment`; '' when it ships none here (not installed), None
+    when no trained checkpoint exists for that robot at all."""
+    if embodiment not in DEFAULT_CHECKPOINTS:
+        return None
+    p = share_dir() / DEFAULT_CHECKPOINTS[embodiment]
     return str(p) if (p / "model.safetensors").is_file() else ""
-
-
-DEMO_NOISE_SCALE = 0.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of wall time to run")
-    parser.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped demo "
-                        "checkpoint if present, else the tiny preset with RANDOM weights)")
-    parser.add_argument("--policy", choices=["pi0", "scripted"], default="pi0")
+    parser.add_argument("--embodiment", default="trossen_bimanual",
+                        help=f"simulated robot: {', '.join(DEMO_EMBODIMENTS)} (default trossen_bimanual, ALOHA)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint directory; '' = the tiny preset with RANDOM weights. Default: the trained "
+                             "checkpoint shipped for the embodiment (trossen_bimanual only; if its directory is "
+                             "missing, the random-weight preset with a loud warning). ur5e and franka have none "
+                             "yet: the demo stops with an error; give --checkpoint DIR or --checkpoint ''")
+    parser.add_argument("--policy", choices=["pi0", "scripted"], default="pi0",
+                        help="scripted: the simulator's scripted expert (privileged state) through the same nodes "
+                             f"({', '.join(SCRIPTED_EMBODIMENTS)} only so far)")
     parser.add_argument("--out", default=None, help="output folder (default outputs/demo-<time>)")
     parser.add_argument("--seed", type=int, default=2000)
     parser.add_argument("--episode-time", type=float, default=8.0, help="s of sim time per episode")
-    # Defaults: the inference settings the shipped checkpoint was evaluated with (README, Fine-tune).
-    parser.add_argument("--no-realtime-chunking", dest="realtime_chunking", action="store_false",
-                        help="chunks do not continue the previous one")
-    parser.add_argument("--noise-scale", type=float, default=DEMO_NOISE_SCALE,
-                        help="std of the sampler's starting noise (1 = the paper's N(0, I))")
+    # Not given: the settings the checkpoint was validated with (its inference.json), else the defaults.
+    isettings.add_arguments(parser)
     parser.add_argument("--remote", action="store_true",
                         help="run the checkpoint in `pi0-ros serve` (child process on 127.0.0.1); the policy node is "
                              "its client over the openpi websocket protocol")
@@ -138,8 +156,23 @@ def write_outputs(out: Path, rec: Recorder, emb, summary: dict) -> list[Path]:
 def run(args: argparse.Namespace) -> int:
     from pi0_ros.ros.sim_session import SimSession
 
-    checkpoint = default_checkpoint() if args.checkpoint is None else args.checkpoint
+    emb_name = args.embodiment
+    if emb_name not in DEMO_EMBODIMENTS:
+        raise SystemExit(f"demo: no simulated robot '{emb_name}'; choose one of {', '.join(DEMO_EMBODIMENTS)}")
     scripted = args.policy == "scripted"
+    if scripted and emb_name not in SCRIPTED_EMBODIMENTS:
+        raise SystemExit(f"demo: the scripted expert picks cubes on {', '.join(SCRIPTED_EMBODIMENTS)} only so far, "
+                         f"not on {emb_name}; run pi0 (--checkpoint DIR, or --checkpoint '' for random weights)")
+    given = isettings.given_from_args(args)
+    checkpoint = args.checkpoint
+    if checkpoint is None and not scripted:
+        checkpoint = default_checkpoint(emb_name)
+        if checkpoint is None:
+            raise SystemExit(f"demo: no trained pi0 checkpoint ships for {emb_name} yet. Choose:\n"
+                             f"  --checkpoint DIR   a pi0 checkpoint trained for {emb_name}\n"
+                             f"  --checkpoint ''    the tiny pi0 preset with RANDOM weights: shows the pipeline "
+                             f"(sim, nodes, safety) moving the robot, not a trained policy")
+    checkpoint = checkpoint or ""
     if scripted:
         name = "scripted expert (privileged sim state)"
     elif checkpoint:
@@ -151,24 +184,28 @@ def run(args: argparse.Namespace) -> int:
               flush=True)
     out = Path(args.out or f"outputs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
     out.mkdir(parents=True, exist_ok=True)
-    print(f"[demo] starting simulator + observation + policy + executor for trossen_bimanual (ALOHA): {name}",
-          flush=True)
-    policy_params = {"realtime_chunking": args.realtime_chunking, "noise_scale": args.noise_scale}
+    print(f"[demo] starting simulator + observation + policy + executor for {emb_name}: {name}", flush=True)
+    # Only the settings given as options become node parameters: the rest come from the checkpoint.
+    extra = isettings.node_params(given)
     server = None
     if (args.remote or args.server_uri) and not scripted:
         from pi0_ros.serving.process import remote_policy_params
 
-        params, server = remote_policy_params(checkpoint, args.noise_scale, args.server_uri)
-        policy_params.update(params)
+        params, server = remote_policy_params(checkpoint, given.get("noise_scale"), args.server_uri,
+                                              num_steps=given.get("num_steps"))
+        extra["policy"].update(params)
         name += f" behind {params['server_uri']}"
         print(f"[demo] policy served at {params['server_uri']} (openpi protocol)", flush=True)
     try:
-        session = SimSession("trossen_bimanual", "pick_cube", checkpoint=checkpoint, scripted=scripted, seed=args.seed,
-                             extra={"policy": policy_params})
+        session = SimSession(emb_name, "pick_cube", checkpoint=checkpoint, scripted=scripted, seed=args.seed,
+                             extra=extra)
     except BaseException:
         if server is not None:
             server.stop()
         raise
+    settings = isettings.as_given({**session.policy_node.inference, "execute_steps": session.executor_node.execute_steps},
+                                  given, "option")
+    print(f"[demo] inference settings: {isettings.describe(settings)}", flush=True)
     rec = Recorder(session)
     results = []
     t_start = time.monotonic()
@@ -197,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
         js = session.executor_node.jitter_stats()
         pol = session.policy_node
         summary = {
-            "policy_name": name, "random_weights": bool(pol.status_msg.random_weights), "checkpoint": checkpoint,
+            "policy_name": name, "embodiment": emb_name, "random_weights": bool(pol.status_msg.random_weights),
+            "checkpoint": checkpoint, "inference": {k: {"value": v.value, "source": v.source} for k, v in settings.items()},
             "episodes": len(results), "successes": sum(r.success for r in results),
             "control": js, "chunks": int(pol.status_msg.chunks_produced),
             "inference_ms_median": float(np.median(pol.model_ms)) if pol.model_ms else None,

@@ -66,13 +66,19 @@ class ServeProcess:
         self.stop()
 
 
-def remote_policy_params(checkpoint: str, noise_scale: float, server_uri: str = "", keys: str = "",
-                         serve_args: list[str] | None = None) -> tuple[dict, ServeProcess | None]:
+def remote_policy_params(checkpoint: str, noise_scale: float | None, server_uri: str = "", keys: str = "",
+                         serve_args: list[str] | None = None,
+                         num_steps: int | None = None) -> tuple[dict, ServeProcess | None]:
     """Policy-node parameters for `backend: remote`, and the `pi0-ros serve` child process
-    started for `checkpoint` on 127.0.0.1 when no `server_uri` is given (stop it when done)."""
+    started for `checkpoint` on 127.0.0.1 when no `server_uri` is given (stop it when done).
+    noise_scale / num_steps None: the server takes the checkpoint's inference.json, else its defaults."""
     server = None
     if not server_uri:
-        args = ["--noise-scale", str(noise_scale), "--warmup", "1", *(serve_args or [])]
+        args = ["--warmup", "1", *(serve_args or [])]
+        if noise_scale is not None:
+            args += ["--noise-scale", str(noise_scale)]
+        if num_steps is not None:
+            args += ["--num-steps", str(num_steps)]
         if checkpoint:
             args += ["--checkpoint", checkpoint]
         server = ServeProcess(args).start()

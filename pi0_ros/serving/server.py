@@ -273,9 +273,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--asset-id", default="", help="norm stats asset (default: the checkpoint's only one)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--dtype", default=None, help="model dtype (float32, bfloat16, ...; default: checkpoint's)")
-    parser.add_argument("--num-steps", type=int, default=10, help="flow-matching Euler steps")
-    parser.add_argument("--noise-scale", type=float, default=1.0,
-                        help="std of the sampler's starting noise (1 = the paper's N(0, I), 0 = deterministic)")
+    parser.add_argument("--num-steps", type=int, default=None,
+                        help="flow-matching Euler steps (default: the checkpoint's inference.json, else 10)")
+    parser.add_argument("--noise-scale", type=float, default=None,
+                        help="std of the sampler's starting noise, 1 = the paper's N(0, I), 0 = deterministic "
+                             "(default: the checkpoint's inference.json, else 1)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port (0 = a free one, printed)")
     parser.add_argument("--keys", default="", help=f"comma-separated key sets (default all: {', '.join(list_key_sets())})")
@@ -288,14 +290,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-threads", type=int, default=0, help="0: torch default")
 
 
+def sampler_settings(args: argparse.Namespace) -> dict:
+    """noise_scale and num_steps: the option when given, else the checkpoint's inference.json,
+    else the defaults (name -> inference_settings.Setting)."""
+    from pi0_ros import inference_settings as isettings
+
+    names = ("noise_scale", "num_steps")
+    given = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+    return isettings.resolve(names, given, isettings.load(args.checkpoint), isettings.DEFAULTS, given_as="option")
+
+
 def build_policy(args: argparse.Namespace):
+    from pi0_ros import inference_settings as isettings
     from pi0_ros.policy import Policy
 
+    settings = sampler_settings(args)
+    logger.info("inference settings: %s", isettings.describe(settings))
+    noise_scale, num_steps = settings["noise_scale"].value, settings["num_steps"].value
     if args.checkpoint:
         return Policy.from_checkpoint(args.checkpoint, asset_id=args.asset_id or None, device=args.device,
-                                      num_steps=args.num_steps, dtype=args.dtype, noise_scale=args.noise_scale)
-    policy = Policy.tiny_random(device=args.device, num_steps=args.num_steps)
-    policy.noise_scale = args.noise_scale
+                                      num_steps=num_steps, dtype=args.dtype, noise_scale=noise_scale)
+    policy = Policy.tiny_random(device=args.device, num_steps=num_steps)
+    policy.noise_scale = noise_scale
     return policy
 
 

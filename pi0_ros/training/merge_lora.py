@@ -5,8 +5,9 @@
 
 The base weights plus each adapter's scaled product (W + alpha/r * B A) are written as
 model.safetensors + config.json, with the adapter directory's tokenizer and assets/ (norm stats,
-delta-action masks) copied beside them: a directory `Policy.from_checkpoint`, the policy node and
-`pi0-ros serve` load like any other.
+delta-action masks) and its inference.json (the settings it was validated with, if any) copied
+beside them: a directory `Policy.from_checkpoint`, the policy node and `pi0-ros serve` load like
+any other.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ import shutil
 from pathlib import Path
 
 import torch
+
+from pi0_ros import inference_settings as isettings
 
 
 def merge_lora(adapter_dir: str | Path, out: str | Path, base: str | Path | None = None,
@@ -29,12 +32,19 @@ def merge_lora(adapter_dir: str | Path, out: str | Path, base: str | Path | None
     adapter_dir, out = Path(adapter_dir), Path(out)
     if not is_adapter_dir(adapter_dir):
         raise FileNotFoundError(f"{adapter_dir} is not a pi0_ros LoRA adapter directory (pi0-ros train --lora)")
+    # The settings the adapter was validated with hold for the merged weights (the same function).
+    # Checked first, so a broken file fails here, before any work, and not on the robot.
+    settings = isettings.load(adapter_dir)
     model = load_lora_model(adapter_dir, base=base, dtype=dtype)
     save_checkpoint(model, out)
     if (adapter_dir / TOKENIZER_FILENAME).is_file():
         shutil.copy2(adapter_dir / TOKENIZER_FILENAME, out / TOKENIZER_FILENAME)
     if (adapter_dir / ASSETS_DIRNAME).is_dir():
         shutil.copytree(adapter_dir / ASSETS_DIRNAME, out / ASSETS_DIRNAME, dirs_exist_ok=True)
+    if settings:
+        shutil.copy2(settings.path, isettings.settings_path(out))
+    else:  # merged into an older directory: its settings were validated for other weights
+        isettings.settings_path(out).unlink(missing_ok=True)
     return out
 
 

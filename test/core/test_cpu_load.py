@@ -92,9 +92,9 @@ def test_cli_cpu_load_runs_beside_the_work_and_is_reported(command, monkeypatch,
     before = set(_children())
     seen: list[int] = []
 
-    def work(args):
+    def work(args, *rest):
         seen.append(len(set(_children()) - before))
-        return [] if command[0] == "eval" else {"embodiment": "stub"}
+        return ([], {}) if command[0] == "eval" else {"embodiment": "stub"}  # eval: results, settings
 
     monkeypatch.setattr(evaluation, "_episodes", work)
     monkeypatch.setattr(bench_pipeline, "_measure", work)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,3 +130,29 @@ def test_lora_in_bf16_with_grad_checkpoint(train_datasets, tiny_cfg, tmp_path):
     policy = Policy.from_checkpoint(s["checkpoint"], dtype="float32")
     out = policy.infer(policy.dummy_input("pick up the red cube"), noise=np.zeros((4, 32), dtype=np.float32))
     assert np.isfinite(out.actions).all()
+
+
+def test_merge_lora_keeps_the_adapters_inference_settings_and_training_writes_none(lora_run, tmp_path):
+    """Training cannot know how a checkpoint does closed loop: it writes no inference.json. One put
+    beside an adapter after validating it carries over to the merged checkpoint (checked)."""
+    import shutil
+
+    from pi0_ros import inference_settings as isettings
+    from pi0_ros.training.merge_lora import merge_lora
+
+    cfg, _ = lora_run
+    ckpt = Path(cfg.out) / "checkpoints" / "step_000003"
+    assert not list(Path(cfg.out).rglob(isettings.FILENAME))
+    (tmp_path / "plain").mkdir()
+    isettings.write(tmp_path / "plain", {"noise_scale": 0.5})   # left by an earlier merge of other weights
+    assert not (merge_lora(ckpt, tmp_path / "plain") / isettings.FILENAME).exists()
+    adapter = tmp_path / "adapter"
+    shutil.copytree(ckpt, adapter)
+    isettings.write(adapter, {"realtime_chunking": True, "noise_scale": 0.0}, validated={"episodes": 2})
+    merged = merge_lora(adapter, tmp_path / "merged", base=Path(cfg.out) / "base")
+    assert isettings.load(merged).values == {"realtime_chunking": True, "noise_scale": 0.0}
+    assert isettings.load(merged).validated == {"episodes": 2}
+    (adapter / isettings.FILENAME).write_text('{"noise_scale": 3}')
+    with pytest.raises(ValueError, match="noise_scale must be"):
+        merge_lora(adapter, tmp_path / "bad", base=Path(cfg.out) / "base")
+    assert not (tmp_path / "bad").exists()                     # refused before writing anything

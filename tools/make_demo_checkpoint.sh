@@ -85,8 +85,21 @@ rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube/train_state"   # optimizer sta
 cp "$work/train_final/loss.png" "$here/checkpoints/pi0_sim_aloha_pick_cube/"
 # 7. Closed-loop evaluation through the ROS nodes on unseen seeds (1000..), with real-time chunking
 #    and deterministic sampling (as `make demo` runs it), then the prompt swap, then the paper's plain chunking.
+#    Every setting is given explicitly: the checkpoint has no inference.json yet (step 8 writes it).
 ev=("${pi0[@]}" eval --checkpoint "$here/checkpoints/pi0_sim_aloha_pick_cube" --episodes "$EVAL_EPISODES" --seed 1000 --json)
 "${ev[@]}" --realtime-chunking --noise-scale 0 > "$work/eval.json"
 "${ev[@]}" --realtime-chunking --noise-scale 0 --swap-prompt > "$work/eval_swapped.json"
-"${ev[@]}" > "$work/eval_paper.json"
+"${ev[@]}" --no-realtime-chunking --noise-scale 1 > "$work/eval_paper.json"
 python3 -c "import json; d=json.load(open('$work/eval.json')); print('success rate', d['success_rate'])"
+# 8. The settings of the first evaluation, and its result, into the checkpoint's inference.json: the policy
+#    node, eval and demo run it with them unless told otherwise (README, Inference settings).
+"$here/.venv/bin/python" - "$work/eval.json" "$here/checkpoints/pi0_sim_aloha_pick_cube" "$EVAL_EPISODES" <<'PY'
+import json, sys
+from pi0_ros import inference_settings as s
+ev, ckpt, n = json.load(open(sys.argv[1])), sys.argv[2], int(sys.argv[3])
+s.write(ckpt, {k: ev[k] for k in ("realtime_chunking", "noise_scale", "execute_steps", "num_steps")}, validated={
+    "embodiment": ev["embodiment"], "task": ev["task"], "success_rate": ev["success_rate"],
+    "successes": ev["successes"], "episodes": ev["episodes"], "seeds": f"1000-{1000 + n - 1}",
+    "command": f"pi0-ros eval --checkpoint checkpoints/pi0_sim_aloha_pick_cube --episodes {n} --seed 1000 "
+               "--realtime-chunking --noise-scale 0 --json"})
+PY

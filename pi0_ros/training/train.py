@@ -33,6 +33,9 @@ Recipe (openpi's pi0 fine-tuning defaults unless said):
   ranks; the loss is the global-batch mean (divided by the global element count) times the
   number of ranks, so the result is the single-process one. Checkpoints are written by rank 0
   as one plain model.safetensors (FSDP2 gathers the full state first): no conversion step.
+  FSDP2's optimizer state is saved in full, keyed by parameter name (``get_optimizer_state_dict``),
+  and --resume splits it into the shards again (``set_optimizer_state_dict``,
+  ``load_optimizer_state``): resuming gives the uninterrupted run's result, as for one process.
 - LoRA (``--lora``, PEFT; see lora.py): adapters on both Gemma stacks, heads in full, the
   rest (vision tower included) frozen; checkpoints are PEFT adapter directories.
 - memory levers: ``--grad-checkpoint`` (recompute each transformer layer in backward),
@@ -565,8 +568,6 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         raise ValueError(f"--distributed must be one of {DISTRIBUTED}, got {cfg.distributed!r}")
     if fsdp and cfg.lora:
         raise ValueError("--distributed fsdp is for full fine-tuning; a LoRA run fits one GPU: use ddp")
-    if fsdp and cfg.resume:
-        raise NotImplementedError("--resume of an FSDP2 run is not supported yet")
     peft_model, base = None, None
     if cfg.lora:
         if cfg.freeze_vlm or cfg.freeze_vision:
@@ -591,7 +592,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         optimizer, lambda s: lr_factor(s, cfg.warmup, cfg.steps, cfg.min_lr_ratio))
     if ckpt is not None:
         ts = ckpt / TRAIN_STATE
-        optimizer.load_state_dict(torch.load(ts / "optimizer.pt", map_location=device, weights_only=True))
+        load_optimizer_state(model, optimizer, ts / "optimizer.pt", device, fsdp, rank)
         meta = json.loads((ts / "trainer.json").read_text())
         start_step = int(meta["step"])
         scheduler.last_epoch = int(meta["scheduler_last_epoch"])
@@ -709,6 +710,44 @@ def _full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None 
     model_state = get_model_state_dict(model, options=opts)
     optim_state = get_optimizer_state_dict(model, optimizer, options=opts) if optimizer is not None else None
     return model_state, optim_state
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path,
+                         device: torch.device, fsdp: bool, rank: int) -> None:
+    """Restore ``optimizer`` from a checkpoint's train_state/optimizer.pt.
+
+    Two formats: ``optimizer.state_dict()`` of a single-process or DDP run (keyed by parameter
+    index), and the full state keyed by parameter name that an FSDP2 run writes through
+    ``get_optimizer_state_dict``. Name-keyed states, and every state an FSDP2 run loads, go
+    through ``set_optimizer_state_dict`` (torch.distributed.checkpoint.state_dict), which splits
+    them into this run's shards. Under FSDP2 only rank 0 reads the file (it held the full state
+    when saving too) and the library broadcasts it one tensor at a time (``broadcast_from_rank0``);
+    each rank keeps its shard. So an FSDP2 run resumes as FSDP2, DDP or one process, and a
+    single-process or DDP run can be continued with FSDP2."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    state: dict[str, Any] = {}
+    if not fsdp or rank == 0:
+        state = torch.load(path, map_location="cpu" if fsdp else device, weights_only=True)
+    by_index = bool(state) and not any(isinstance(k, str) for k in state.get("state", {}))
+    if by_index and not fsdp:
+        optimizer.load_state_dict(state)
+        return
+    if by_index:  # the index is the position among the trainable parameters, in optimizer order
+        state = _by_name(state, [n for n, p in model.named_parameters() if p.requires_grad])
+    set_optimizer_state_dict(model, optimizer, state,
+                             options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=fsdp))
+
+
+def _by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """An ``optimizer.state_dict()`` (parameters by index) keyed by parameter name instead."""
+    ids = [i for g in state["param_groups"] for i in g["params"]]
+    if len(ids) != len(names):
+        raise ValueError(f"the checkpoint's optimizer holds {len(ids)} parameters, this run trains {len(names)}: "
+                         "resume with the same freeze/LoRA flags")
+    name = dict(zip(ids, names))
+    return {"state": {name[i]: v for i, v in state["state"].items()},
+            "param_groups": [{**g, "params": [name[i] for i in g["params"]]} for g in state["param_groups"]]}
 
 
 def _setup_lora(cfg: TrainConfig, model, out: Path, rank: int, world: int, device: torch.device,

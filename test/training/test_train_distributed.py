@@ -1,9 +1,11 @@
-"""PyTorch's distributed engines on CPU: DDP and FSDP2 with 2 gloo ranks equal the single-process run."""
+"""PyTorch's distributed engines on CPU: DDP and FSDP2 with 2 gloo ranks equal the single-process run,
+and --resume of a two-rank run (and across engines) equals the uninterrupted run."""
 from __future__ import annotations
 
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -16,7 +18,8 @@ def _worker(rank: int, world: int, port: int, cfg: TrainConfig, results) -> None
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     s = train(cfg)
-    results[rank] = {"digest": s["digest"], "losses": s["losses"], "trainable": s["trainable_parameters"]}
+    results[rank] = {"digest": s["digest"], "losses": s["losses"], "trainable": s["trainable_parameters"],
+                     "start_step": s["start_step"], "end_step": s["end_step"]}
 
 
 def _free_port() -> int:
@@ -69,3 +72,62 @@ def test_fsdp_refuses_lora(train_datasets, tiny_cfg, tmp_path, monkeypatch):
     monkeypatch.setattr(train_mod.dist, "is_initialized", lambda: True)
     with pytest.raises(ValueError, match="full fine-tuning"):
         train(tiny_cfg(train_datasets, tmp_path / "x", distributed="fsdp", lora=True))
+
+
+def _same_weights(a_dir, b_dir, atol: float) -> None:
+    a = load_file(str(a_dir / "model.safetensors"))
+    b = load_file(str(b_dir / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=atol, msg=k)
+
+
+def _infers(ckpt) -> None:
+    """The checkpoint loads in the policy as it is (no conversion) and produces a finite chunk."""
+    from pi0_ros.policy import Policy
+
+    policy = Policy.from_checkpoint(ckpt, "ur5e")
+    out = policy.infer(policy.dummy_input("pick up the red cube"), noise=np.zeros((4, 32), dtype=np.float32))
+    assert out.actions.shape == (4, 32) and np.isfinite(out.actions).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"], ids=["ddp", "fsdp2"])
+def test_resume_of_a_two_rank_run_equals_the_uninterrupted_run(train_datasets, tiny_cfg, tmp_path, engine):
+    def cfg(out, **kw):
+        return tiny_cfg(train_datasets, tmp_path / out, distributed=engine, steps=6, save_every=3, **kw)
+
+    full = run_two_ranks(cfg("full"))
+    part = run_two_ranks(cfg("part", stop_after=3))
+    assert part[0]["end_step"] == 3 and not (tmp_path / "part" / "checkpoints" / "step_000006").exists()
+    rest = run_two_ranks(cfg("part", resume=True))
+    assert rest[0]["start_step"] == 3 and rest[0]["end_step"] == 6
+    assert rest[0]["digest"] == rest[1]["digest"]
+    # Same world size, same reduction order: the resumed steps repeat the uninterrupted ones.
+    np.testing.assert_allclose(rest[0]["losses"], full[0]["losses"][3:], rtol=1e-6)
+    _same_weights(tmp_path / "full" / "checkpoints" / "step_000006", tmp_path / "part" / "checkpoints" / "step_000006",
+                  atol=1e-6)
+    _infers(tmp_path / "part" / "checkpoints" / "step_000006")
+
+
+@pytest.mark.slow
+def test_fsdp2_and_single_process_checkpoints_resume_across_engines(train_datasets, tiny_cfg, tmp_path):
+    """An FSDP2 run's checkpoint (optimizer state by parameter name) continues in one process, and a
+    single-process checkpoint (optimizer state by index) continues under FSDP2."""
+    def cfg(out, **kw):
+        return tiny_cfg(train_datasets, tmp_path / out, steps=6, save_every=3, **kw)
+
+    full = train(cfg("full"))
+    run_two_ranks(cfg("fsdp_then_single", distributed="fsdp", stop_after=3))
+    rest = train(cfg("fsdp_then_single", resume=True))
+    assert rest["start_step"] == 3
+    np.testing.assert_allclose(rest["losses"], full["losses"][3:], rtol=1e-5)
+    _same_weights(tmp_path / "full" / "checkpoints" / "step_000006",
+                  tmp_path / "fsdp_then_single" / "checkpoints" / "step_000006", atol=2e-5)
+
+    train(cfg("single_then_fsdp", stop_after=3))
+    r = run_two_ranks(cfg("single_then_fsdp", distributed="fsdp", resume=True))
+    assert r[0]["start_step"] == 3 and r[0]["digest"] == r[1]["digest"]
+    np.testing.assert_allclose(r[0]["losses"], full["losses"][3:], rtol=1e-5)
+    _same_weights(tmp_path / "full" / "checkpoints" / "step_000006",
+                  tmp_path / "single_then_fsdp" / "checkpoints" / "step_000006", atol=2e-5)

@@ -10,7 +10,13 @@ Recipe (openpi's low-memory `pi0` LoRA config: `gemma_2b_lora` + `gemma_300m_lor
 - everything else is frozen, the SigLIP vision tower and projector included. That is our
   choice, not openpi's (openpi's LoRA recipe leaves SigLIP trainable): a frozen tower needs
   no gradients, optimizer state or saved activations for its 400M weights, and it keeps the
-  pre-trained visual features that the VLM adapters read.
+  pre-trained visual features that the VLM adapters read;
+- ``vlm=False`` (``train --lora --freeze-vlm``): adapters on the action expert only, the VLM
+  frozen as a whole.
+
+Training can continue an adapter directory (``train --lora --init ADAPTER_DIR``): the base is
+the one the directory names and the adapters (and heads) start from its weights, so stages on
+different data refine one set of low-rank adapters instead of merging a new set per stage.
 
 An adapter checkpoint directory holds PEFT's own files (``adapter_config.json`` +
 ``adapter_model.safetensors``, loadable by ``PeftModel.from_pretrained``) plus ours:
@@ -49,6 +55,7 @@ class LoraSettings:
     expert_alpha: float = 32.0
     targets: tuple[str, ...] = PROJECTIONS  # projection names inside each Gemma layer
     dropout: float = 0.0
+    vlm: bool = True               # False: adapters on the action expert only (the VLM frozen)
 
     def __post_init__(self) -> None:
         self.targets = tuple(self.targets)
@@ -65,18 +72,20 @@ def _projections(targets: tuple[str, ...]) -> str:
 
 
 def lora_config(settings: LoraSettings, model: torch.nn.Module):
-    """PEFT LoraConfig for a PI0Model: both Gemma stacks' projections (not SigLIP's), heads in full."""
+    """PEFT LoraConfig for a PI0Model: both Gemma stacks' projections (not SigLIP's), or only the
+    expert's (``settings.vlm`` False), heads in full."""
     from peft import LoraConfig
 
     proj = _projections(settings.targets)
     expert = f"{EXPERT_LAYERS}\\.({proj})"
+    stacks = f"({VLM_LAYERS}|{EXPERT_LAYERS})" if settings.vlm else EXPERT_LAYERS
     heads = [h for h in HEADS if isinstance(getattr(model, h, None), torch.nn.Module)]
     # The loss never runs the VLM's last query/output projections and MLP (it reads only that
     # layer's keys/values): adapters there would never get a gradient.
     last = VLM_LAYERS.replace("\\d+", str(model.config.vlm.depth - 1))
     return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout, bias="none",
                       # a string is re.fullmatch-ed against each module name
-                      target_modules=f"({VLM_LAYERS}|{EXPERT_LAYERS})\\.({proj})",
+                      target_modules=f"{stacks}\\.({proj})",
                       exclude_modules=f"{last}\\.(self_attn\\.(q_proj|o_proj)|mlp\\.(gate_proj|up_proj|down_proj))",
                       # PEFT matches these as (.*\.)?(key)$: the expert's projections get their own rank/alpha
                       rank_pattern={expert: settings.expert_rank}, alpha_pattern={expert: settings.expert_alpha},
@@ -93,6 +102,23 @@ def apply_lora(model: torch.nn.Module, settings: LoraSettings):
 def is_adapter_dir(directory: str | os.PathLike) -> bool:
     d = Path(directory)
     return (d / LORA_META).is_file() and (d / ADAPTER_CONFIG).is_file()
+
+
+def load_adapter_weights(peft_model, directory: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+    """Copy an adapter directory's weights (adapters and heads) into ``peft_model``'s adapters.
+
+    Adapters that ``peft_model`` has and the directory lacks keep their initial values (e.g. VLM
+    adapters added to an expert-only adapter); weights the directory has and ``peft_model``
+    lacks are an error, as are shapes that differ (another rank)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(peft_model, load_file(str(Path(directory) / "adapter_model.safetensors"),
+                                                             device=str(device)))
+    unexpected = list(getattr(result, "unexpected_keys", []) or [])
+    if unexpected:
+        raise ValueError(f"{directory}: {len(unexpected)} adapter weights have no place in this model "
+                         f"(e.g. {unexpected[0]}): train with the LoRA flags it was trained with")
 
 
 def save_adapter(peft_model, directory: str | os.PathLike, base: str | os.PathLike, settings: LoraSettings) -> None:
@@ -123,12 +149,10 @@ def base_path(directory: str | os.PathLike, base: str | os.PathLike | None = Non
     return ref if ref.is_absolute() else (Path(directory) / ref).resolve()
 
 
-def load_lora_model(directory: str | os.PathLike, base: str | os.PathLike | None = None,
-                    device: str | torch.device = "cpu", dtype: torch.dtype | None = None, merge: bool = True):
-    """Base checkpoint + adapters of ``directory`` -> PI0Model with the adapters merged into its
-    weights (``merge=False``: the PeftModel, adapters applied on the fly)."""
-    from peft import PeftModel
-
+def load_base(directory: str | os.PathLike, base: str | os.PathLike | None = None,
+              device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """The base checkpoint of an adapter directory as a PI0Model, after checking that its config
+    is the one the adapters were trained on."""
     from pi0_ros.model.checkpoint import load_checkpoint
 
     base_dir = base_path(directory, base)
@@ -138,6 +162,16 @@ def load_lora_model(directory: str | os.PathLike, base: str | os.PathLike | None
     if want != have:  # adapters of the same shapes on another base would load and be wrong
         diff = sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
         raise ValueError(f"{base_dir} is not the base {directory} was trained on (config differs in {diff})")
+    return model
+
+
+def load_lora_model(directory: str | os.PathLike, base: str | os.PathLike | None = None,
+                    device: str | torch.device = "cpu", dtype: torch.dtype | None = None, merge: bool = True):
+    """Base checkpoint + adapters of ``directory`` -> PI0Model with the adapters merged into its
+    weights (``merge=False``: the PeftModel, adapters applied on the fly)."""
+    from peft import PeftModel
+
+    model = load_base(directory, base, device=device, dtype=dtype)
     # merge_and_unload adds scale * B @ A to each base weight, in the base weight's dtype.
     peft_model = PeftModel.from_pretrained(model, str(directory), is_trainable=False).to(device)
     if not merge:

@@ -36,8 +36,10 @@ Recipe (openpi's pi0 fine-tuning defaults unless said):
   FSDP2's optimizer state is saved in full, keyed by parameter name (``get_optimizer_state_dict``),
   and --resume splits it into the shards again (``set_optimizer_state_dict``,
   ``load_optimizer_state``): resuming gives the uninterrupted run's result, as for one process.
-- LoRA (``--lora``, PEFT; see lora.py): adapters on both Gemma stacks, heads in full, the
-  rest (vision tower included) frozen; checkpoints are PEFT adapter directories.
+- LoRA (``--lora``, PEFT; see lora.py): adapters on both Gemma stacks (the expert's only with
+  ``--freeze-vlm``), heads in full, the rest (vision tower included) frozen; checkpoints are
+  PEFT adapter directories. ``--init ADAPTER_DIR`` continues that adapter on its base (with
+  ``--lora``) or fine-tunes the merged model in full (without).
 - memory levers: ``--grad-checkpoint`` (recompute each transformer layer in backward),
   ``--precision`` (fp32, bf16-autocast, bf16: frozen weights stored in bf16, trainable ones
   stay fp32 as the optimizer's master copy), ``--optimizer`` (adamw, adamw-fused, adamw-8bit).
@@ -127,7 +129,8 @@ class TrainConfig:
 
     def lora_settings(self) -> LoraSettings:
         return LoraSettings(rank=self.lora_rank, alpha=self.lora_alpha, expert_rank=self.lora_expert_rank,
-                            expert_alpha=self.lora_expert_alpha, targets=tuple(self.lora_targets))
+                            expert_alpha=self.lora_expert_alpha, targets=tuple(self.lora_targets),
+                            vlm=not self.freeze_vlm)
 
 
 # ------------------------------------------------------------------------------ maths
@@ -297,15 +300,25 @@ class StepBatches(TorchDataset):
 # ------------------------------------------------------------------------------ model
 def build_model(cfg: TrainConfig, device: torch.device):
     """(model, tokenizer) from --init or --preset: fp32, except a LoRA run in --precision bf16,
-    whose frozen base is built directly in bf16 (a 3.3B fp32 copy alone would take 13 GB)."""
+    whose frozen base is built directly in bf16 (a 3.3B fp32 copy alone would take 13 GB).
+
+    --init of a LoRA adapter directory: its base (a LoRA run adds the adapters in _setup_lora and
+    starts them from the directory's), or base + adapters merged (full fine-tuning)."""
     from pi0_ros.model.checkpoint import load_checkpoint
     from pi0_ros.model.config import get_preset
     from pi0_ros.model.pi0 import PI0Model
     from pi0_ros.model.tokenizer import TOKENIZER_FILENAME, PromptTokenizer, tiny_tokenizer
+    from pi0_ros.training.lora import is_adapter_dir, load_base, load_lora_model
 
     bf16_base = cfg.lora and cfg.precision == "bf16"
     if cfg.init:
-        model = load_checkpoint(cfg.init, device=str(device), dtype=torch.bfloat16 if bf16_base else torch.float32)
+        dtype = torch.bfloat16 if bf16_base else torch.float32
+        if not is_adapter_dir(cfg.init):
+            model = load_checkpoint(cfg.init, device=str(device), dtype=dtype)
+        elif cfg.lora:
+            model = load_base(cfg.init, device=str(device), dtype=dtype)
+        else:
+            model = load_lora_model(cfg.init, device=str(device), dtype=dtype)
         if cfg.chunk_size or cfg.action_dim or cfg.num_cameras:
             raise ValueError("--chunk-size/--action-dim/--num-cameras apply to --preset only; a checkpoint keeps its own")
         tok_file = Path(cfg.init) / TOKENIZER_FILENAME
@@ -570,8 +583,9 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         raise ValueError("--distributed fsdp is for full fine-tuning; a LoRA run fits one GPU: use ddp")
     peft_model, base = None, None
     if cfg.lora:
-        if cfg.freeze_vlm or cfg.freeze_vision:
-            raise ValueError("--lora decides what trains (adapters + heads); drop --freeze-vlm/--freeze-vision")
+        if cfg.freeze_vision:
+            raise ValueError("--lora keeps the vision tower frozen already (adapters + heads train): drop "
+                             "--freeze-vision; --freeze-vlm puts adapters on the action expert only")
         peft_model, base = _setup_lora(cfg, model, out, rank, world, device, ckpt)
         params = [p for p in model.parameters() if p.requires_grad]
     else:
@@ -678,12 +692,24 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         if cfg.stop_after is not None and done >= cfg.stop_after:
             break
     steady = step_times[1:] or step_times
+    peak = {"peak_rss_gb": round(_peak_rss_bytes() / 1e9, 3)}
+    if device.type == "cuda":
+        peak["peak_cuda_gb"] = round(torch.cuda.max_memory_allocated(device) / 1e9, 3)
     return {"out": str(out), "start_step": start_step, "end_step": step + 1 if losses else start_step,
             "losses": losses, "checkpoint": str(last_ckpt) if last_ckpt else None,
             "step_time_s_median": float(np.median(steady)) if steady else None,
             "parameters": model.num_parameters(), "trainable_parameters": sum(p.numel() for p in params),
             "digest": weights_digest(_full_state(model, all_ranks=True)[0] if fsdp else model.state_dict()),
-            "world_size": world, "device": str(device)}
+            "world_size": world, "device": str(device), "train_time_s": round(sum(step_times), 2), **peak}
+
+
+def _peak_rss_bytes() -> int:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB, macOS in bytes)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def weights_digest(state: dict[str, torch.Tensor]) -> str:
@@ -754,19 +780,19 @@ def _setup_lora(cfg: TrainConfig, model, out: Path, rank: int, world: int, devic
                 ckpt: Path | None):
     """Freeze the base, add PEFT adapters; -> (PeftModel, base checkpoint directory).
 
-    The base is --init, or (from --preset) OUT/base, written here once by rank 0."""
-    from safetensors.torch import load_file
-
+    The base is --init, the base an --init adapter directory names (whose adapters and heads are
+    the starting point), or (from --preset) OUT/base, written here once by rank 0."""
     from pi0_ros.model.checkpoint import save_checkpoint
     from pi0_ros.model.pi0 import keeps_fp32
-    from pi0_ros.training.lora import apply_lora
+    from pi0_ros.training.lora import apply_lora, base_path, is_adapter_dir, load_adapter_weights
 
     if cfg.precision == "bf16":  # the base is frozen as a whole: bf16 except what always stays fp32
         for name, p in model.named_parameters():
             if p.is_floating_point() and not keeps_fp32(name):
                 p.data = p.data.to(torch.bfloat16)
+    init_adapter = bool(cfg.init) and is_adapter_dir(cfg.init)
     if cfg.init:
-        base = Path(cfg.init)
+        base = base_path(cfg.init) if init_adapter else Path(cfg.init)
     else:
         base = out / BASE_DIR
         if rank == 0 and not (cfg.resume and (base / "model.safetensors").is_file()):
@@ -776,9 +802,8 @@ def _setup_lora(cfg: TrainConfig, model, out: Path, rank: int, world: int, devic
     with torch.random.fork_rng(devices=[]):  # adapters' random init from --seed, like the model's
         torch.manual_seed(cfg.seed + 1)
         peft_model = apply_lora(model, cfg.lora_settings())
-    if ckpt is not None:
-        from peft import set_peft_model_state_dict
-        set_peft_model_state_dict(peft_model, load_file(str(ckpt / "adapter_model.safetensors"), device=str(device)))
+    if ckpt is not None or init_adapter:  # resume: this run's checkpoint; else continue the --init adapter
+        load_adapter_weights(peft_model, ckpt if ckpt is not None else cfg.init, device)
     model.train()
     return peft_model, base
 
@@ -788,7 +813,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", nargs="+", action="extend", required=True, metavar="DIR",
                         help="bag2dataset or LeRobot v3.0 dataset directories (mixed with weights n^0.43)")
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--init", metavar="CHECKPOINT", help="start from this pi0 checkpoint directory")
+    src.add_argument("--init", metavar="CHECKPOINT",
+                     help="start from this pi0 checkpoint directory; a LoRA adapter directory is continued "
+                          "(with --lora: same base, adapters and heads start from it) or merged (without)")
     src.add_argument("--preset", help="start from random weights of this preset (tiny, small, full)")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, log, plot)")
     parser.add_argument("--steps", type=int, default=1000, help="optimizer steps")
@@ -800,7 +827,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clip", type=float, default=1.0, help="gradient norm clipping")
     parser.add_argument("--seed", type=int, default=0)
     freeze = parser.add_mutually_exclusive_group()
-    freeze.add_argument("--freeze-vlm", action="store_true", help="train only the action expert and projections")
+    freeze.add_argument("--freeze-vlm", action="store_true",
+                        help="train only the action expert and projections (with --lora: adapters on the action "
+                             "expert only)")
     freeze.add_argument("--freeze-vision", action="store_true",
                         help="freeze the vision tower, projector and token embedding; train the VLM's layers and "
                              "the action expert")

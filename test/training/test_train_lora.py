@@ -156,3 +156,45 @@ def test_merge_lora_keeps_the_adapters_inference_settings_and_training_writes_no
     with pytest.raises(ValueError, match="noise_scale must be"):
         merge_lora(adapter, tmp_path / "bad", base=Path(cfg.out) / "base")
     assert not (tmp_path / "bad").exists()                     # refused before writing anything
+
+
+def test_expert_only_adapters_continue_in_a_later_stage(train_datasets, tiny_cfg, tmp_path):
+    """--lora --freeze-vlm: adapters on the action expert only. --init ADAPTER_DIR: the next stage
+    starts from that adapter (same base, its adapters and heads), or from it merged (full fine-tune)."""
+    from pi0_ros.model.checkpoint import load_checkpoint
+    from pi0_ros.policy import Policy
+    from pi0_ros.training.lora import base_path, load_lora_model
+
+    def from_ckpt(datasets, out, init, **kw):  # --init: the checkpoint keeps its chunk size and cameras
+        return tiny_cfg(datasets, tmp_path / out, preset=None, init=init, chunk_size=None, num_cameras=None, **kw)
+
+    s1 = train(tiny_cfg(train_datasets, tmp_path / "s1", steps=2, lora=True, freeze_vlm=True, lr=1e-2))
+    a1 = load_file(s1["checkpoint"] + "/adapter_model.safetensors")
+    assert any("gemma_expert" in k for k in a1) and not any("language_model" in k or "vision" in k for k in a1)
+    assert any(".lora_B." in k and float(v.abs().max()) > 0 for k, v in a1.items())
+    assert s1["peak_rss_gb"] > 0.1 and s1["train_time_s"] > 0
+
+    # Stage 2 (same data, so the same norm stats), adapters on both stacks, lr 0: its checkpoint shows where
+    # it started.
+    s2 = train(from_ckpt(train_datasets, "s2", s1["checkpoint"], steps=1, lora=True, lr=0.0))
+    a2 = load_file(s2["checkpoint"] + "/adapter_model.safetensors")
+    assert 0 < s1["trainable_parameters"] < s2["trainable_parameters"] == sum(v.numel() for v in a2.values())
+    for k, v in a1.items():
+        torch.testing.assert_close(a2[k], v, rtol=0, atol=0, msg=k)
+    vlm_b = [v for k, v in a2.items() if "language_model" in k and ".lora_B." in k]
+    assert vlm_b and all(float(v.abs().max()) == 0 for v in vlm_b)  # new VLM adapters: PEFT's zero init
+    assert base_path(s2["checkpoint"]) == base_path(s1["checkpoint"]) == (tmp_path / "s1" / "base").resolve()
+    p1, p2 = Policy.from_checkpoint(s1["checkpoint"]), Policy.from_checkpoint(s2["checkpoint"])
+    obs, zero = p1.dummy_input("pick up the red cube"), np.zeros((4, 32), dtype=np.float32)
+    np.testing.assert_allclose(p2.infer(obs, noise=zero).actions, p1.infer(obs, noise=zero).actions, rtol=0, atol=1e-6)
+
+    # An adapter with VLM weights cannot continue as expert-only: nothing is dropped silently.
+    with pytest.raises(ValueError, match="no place"):
+        train(from_ckpt(train_datasets, "bad", s2["checkpoint"], steps=1, lora=True, freeze_vlm=True))
+    # Without --lora, --init ADAPTER_DIR fine-tunes base + adapters merged.
+    s3 = train(from_ckpt(train_datasets, "s3", s1["checkpoint"], steps=1, lr=0.0))
+    merged = load_lora_model(s1["checkpoint"]).state_dict()
+    full = load_checkpoint(s3["checkpoint"]).state_dict()
+    assert merged.keys() == full.keys()
+    for k in merged:
+        torch.testing.assert_close(full[k], merged[k], rtol=0, atol=0, msg=k)

@@ -6,78 +6,37 @@
 #   demonstrations, then on clean + pushed ones, on CPU -> evaluate closed loop through the ROS nodes.
 # Usage: tools/make_demo_checkpoint.sh [work_dir]
 #   env: EPISODES (per collector), COLLECTORS, DART_EPISODES, STEPS, DART_STEPS, FINAL_STEPS, BATCH, LR,
-#        EVAL_EPISODES
+#        EVAL_EPISODES; those of tools/proof_data.sh (PRETRAIN_*, *DOMAIN_BASE, PI0_ROS)
+# tools/make_lora_checkpoint.sh trains the same data from the same grounded init with LoRA.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 work=${1:-$here/outputs/proof}
-EPISODES=${EPISODES:-80}
-COLLECTORS=${COLLECTORS:-3}
 STEPS=${STEPS:-10000}
 BATCH=${BATCH:-32}
 LR=${LR:-3e-4}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
-DART_EPISODES=${DART_EPISODES:-100}
 DART_STEPS=${DART_STEPS:-6000}
 FINAL_STEPS=${FINAL_STEPS:-7000}
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} MUJOCO_GL=${MUJOCO_GL:-egl}
-pi0=("$here/.venv/bin/pi0-ros")
+read -ra pi0 <<< "${PI0_ROS:-$here/.venv/bin/pi0-ros}"
 mkdir -p "$work"
-# 1. Demonstrations: COLLECTORS sessions side by side, each on its own ROS domain (the sim runs
-#    in real time and one session uses about half a core). Collector i records seeds
-#    i*EPISODES .. (i+1)*EPISODES-1; the seed decides the cube layout and which cube is named.
-if [ ! -d "$work/bags_0" ]; then
-  pids=()
-  for ((i = 0; i < COLLECTORS; i++)); do
-    ROS_DOMAIN_ID=$((60 + i)) "${pi0[@]}" collect --episodes "$EPISODES" --seed $((i * EPISODES)) \
-      --out "$work/bags_$i" --json > "$work/collect_$i.json" 2> "$work/collect_$i.log" &
-    pids+=($!)
-  done
-  for p in "${pids[@]}"; do wait "$p"; done
-fi
-# 1b. The same expert while the simulator pushes its arms (smooth random offsets between command
-#    and joint controller, pi0_ros.sim.disturbance). The bags' commands stay the expert's clean
-#    targets, so the policy learns how to get back on course from states a clean demo never
-#    visits (DART). Two batches of COLLECTORS x DART_EPISODES, one push size (rad) per collector:
-#    bags_dart_* (seeds 300..599) and bags_dart2_* (seeds 600..899).
-collect_pushed() {  # name first_seed std...
-  local name=$1 first=$2 i=0 pids=()
-  shift 2
-  [ -d "$work/bags_${name}_0" ] && return 0
-  for std in "$@"; do
-    ROS_DOMAIN_ID=$((80 + i)) "${pi0[@]}" collect --episodes "$DART_EPISODES" --seed $((first + i * DART_EPISODES)) \
-      --disturbance "$std" --out "$work/bags_${name}_$i" --json > "$work/collect_${name}_$i.json" \
-      2> "$work/collect_${name}_$i.log" &
-    pids+=($!)
-    i=$((i + 1))
-  done
-  for p in "${pids[@]}"; do wait "$p"; done
-}
-collect_pushed dart 300 0.02 0.03 0.04
-collect_pushed dart2 600 0.03 0.04 0.05
-# 2. Datasets (successful episodes only; action labels = the recorded commands).
-for name in "" _dart _dart2; do
-  bags=("$work"/bags_[0-9]*/episode_*)
-  [ -n "$name" ] && bags=("$work"/bags${name}_[0-9]*/episode_*)
-  [ -d "$work/dataset$name" ] || "${pi0[@]}" bag2dataset "${bags[@]}" --embodiment trossen_bimanual \
-    --out "$work/dataset$name" --success-only > "$work/bag2dataset$name.json"
-done
-# 3. VLM grounding on rendered layouts (seeds 100000..; seed 0), the stand-in for PaliGemma's
-#    pre-training: where is the cube the prompt names? (about 9 min)
-[ -f "$work/pretrain/model.safetensors" ] || "${pi0[@]}" pretrain-vlm --out "$work/pretrain" --layouts 4000 \
-  --steps 1500 --seed 0 > "$work/pretrain.json"
-# 4. Train the action expert on the clean demonstrations, VLM frozen (seed 0; about 36 min).
+# 1-3. Demonstrations (clean and pushed) through ROS -> datasets -> VLM grounding (tools/proof_data.sh;
+#    each step is skipped when the work dir has its output already).
+"$here/tools/proof_data.sh" "$work"
+# 4. Train the action expert on the clean demonstrations, VLM frozen (seed 0; about 36 min). Each stage's
+#    JSON summary (losses, train_time_s, peak_rss_gb) goes to $work/<stage>.json too.
 "${pi0[@]}" train --dataset "$work/dataset" --init "$work/pretrain" --freeze-vlm --out "$work/train" --steps "$STEPS" \
-  --batch-size "$BATCH" --lr "$LR" --warmup 300 --seed 0 --save-every 2500 --log-every 50 --delta-actions --resume
+  --batch-size "$BATCH" --lr "$LR" --warmup 300 --seed 0 --save-every 2500 --log-every 50 --delta-actions --resume | tee "$work/train.json"
 # 5. Continue on clean + the first pushed batch (mixed n^0.43), VLM still frozen (about 23 min).
 last() { ls -d "$1"/checkpoints/step_* | sort | tail -1; }
 "${pi0[@]}" train --dataset "$work/dataset" "$work/dataset_dart" --init "$(last "$work/train")" --freeze-vlm \
   --out "$work/train_dart" --steps "$DART_STEPS" --batch-size "$BATCH" --lr "$LR" --warmup 200 --seed 0 \
-  --save-every 2000 --log-every 50 --delta-actions --resume
+  --save-every 2000 --log-every 50 --delta-actions --resume | tee "$work/train_dart.json"
 # 6. All three datasets; the VLM's transformer layers train too (they make the keys/values the
 #    action expert reads), vision tower and prompt embedding frozen (about 32 min).
 "${pi0[@]}" train --dataset "$work/dataset" "$work/dataset_dart" "$work/dataset_dart2" --init "$(last "$work/train_dart")" \
   --freeze-vision --out "$work/train_final" --steps "$FINAL_STEPS" --batch-size "$BATCH" --lr 1e-4 --warmup 200 \
-  --seed 0 --save-every 1000 --log-every 50 --delta-actions --resume
+  --seed 0 --save-every 1000 --log-every 50 --delta-actions --resume | tee "$work/train_final.json"
 ckpt=$(last "$work/train_final")
 rm -rf "$here/checkpoints/pi0_sim_aloha_pick_cube" && mkdir -p "$here/checkpoints"
 cp -r "$ckpt" "$here/checkpoints/pi0_sim_aloha_pick_cube"

@@ -69,11 +69,12 @@ stage train_final --dataset "$work/dataset" "$work/dataset_dart" "$work/dataset_
 rm -rf "$lora/checkpoint"
 "${pi0[@]}" merge-lora "$(latest "$lora/train_final")" --out "$lora/checkpoint" > "$lora/merge.json"
 cp "$lora/train_final/loss.png" "$lora/checkpoint/"
-# 8. The full recipe's closed-loop evaluations, same flags and seeds (1000..).
+# 8. The full recipe's closed-loop evaluations, same flags and seeds (1000..), every setting explicit
+#    (the merged checkpoint has no inference.json: training writes none).
 ev=("${pi0[@]}" eval --checkpoint "$lora/checkpoint" --episodes "$EVAL_EPISODES" --seed 1000 --json)
 "${ev[@]}" --realtime-chunking --noise-scale 0 > "$lora/eval.json"
 "${ev[@]}" --realtime-chunking --noise-scale 0 --swap-prompt > "$lora/eval_swapped.json"
-"${ev[@]}" > "$lora/eval_paper.json"
+"${ev[@]}" --no-realtime-chunking --noise-scale 1 > "$lora/eval_paper.json"
 python3 - "$work" <<'EOF'
 import json, os, sys
 work = sys.argv[1]

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -269,10 +269,16 @@ class Policy:
         black = np.zeros((size, size, 3), dtype=np.uint8)
         return PolicyInput(images={c: black for c in self.camera_names}, state=np.zeros(self.action_dim), prompt=prompt)
 
-    def warmup(self, n: int = 2) -> list[dict[str, float]]:
-        """Run `n` chunks on a dummy observation (fixed zero noise); returns their timings."""
+    def warmup(self, n: int = 2, should_stop: Callable[[], bool] | None = None) -> list[dict[str, float]]:
+        """Run `n` chunks on a dummy observation (fixed zero noise); returns their timings.
+        `should_stop`: asked before each chunk; once true, no more chunks are run."""
         zeros = np.zeros((self.chunk_size, self.action_dim), dtype=np.float32)
-        return [self.infer(self.dummy_input(), noise=zeros).timing for _ in range(n)]
+        timings = []
+        for _ in range(n):
+            if should_stop is not None and should_stop():
+                break
+            timings.append(self.infer(self.dummy_input(), noise=zeros).timing)
+        return timings
 
     # ---------------------------------------------------------------------- construction
     @classmethod

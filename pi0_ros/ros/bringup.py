@@ -21,6 +21,7 @@ from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
 
+from pi0_ros.ros.common import join_thread
 from pi0_ros.signals import StopSignals
 
 
@@ -133,21 +134,29 @@ class Bringup:
         """False once the context is shut down (e.g. rclpy's own signal handler): nothing to spin."""
         return self.context.ok() if self.context is not None else rclpy.ok()
 
+    @staticmethod
+    def _stop_spinner(ex: SingleThreadedExecutor, t: threading.Thread) -> None:
+        """Shut a node's executor down and wait for its thread to end: a node is never destroyed,
+        nor the context shut down, while a thread still spins it (see join_thread)."""
+        ex.shutdown(timeout_sec=2.0)
+        # The thread's name, not node.get_name(): the node's handle is gone once the context is.
+        join_thread(t, get_logger("pi0_bringup"), f"{t.name.removeprefix('spin_')}'s callback to return")
+
     def remove_node(self, node) -> None:
         for i, (ex, t, n) in enumerate(self._spinners):
             if n is node:
-                ex.shutdown(timeout_sec=2.0)
-                t.join(timeout=2.0)
+                self._stop_spinner(ex, t)
                 del self._spinners[i]
                 return
 
     def stop(self) -> None:
         """Stop every node, in reverse start order (the executor before the policy and the sensors);
-        safe after a partial start() and when called twice."""
+        safe after a partial start() and when called twice. Each node's executor stops before the
+        node is destroyed; a node's own thread (control loop, inference, simulator) ends before
+        its destroy_node returns, so nothing runs on once the context is shut down."""
         done = {id(n) for n in self._destroyed}
         for ex, t, n in reversed(self._spinners):
-            ex.shutdown(timeout_sec=2.0)
-            t.join(timeout=2.0)
+            self._stop_spinner(ex, t)
             n.destroy_node()
             done.add(id(n))
         self._spinners.clear()

@@ -1,6 +1,7 @@
 """Small helpers shared by the nodes: parameters, time, diagnostics."""
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
@@ -55,6 +56,24 @@ def log_at(logger: Any, level: str, text: str) -> None:
         logger.warning(text)
     else:
         logger.info(text)
+
+
+def join_thread(thread: threading.Thread, logger: Any, what: str, warn_after: float = 2.0,
+                warn_every: float = 10.0) -> None:
+    """Wait for a node's own thread to end, however long that takes; say so while waiting.
+
+    Never give up on it: a thread left running goes on inside its C/C++ call (a torch forward
+    pass, MuJoCo, a model load) while the node and the context are destroyed, and when it comes
+    back after the interpreter finalised, Python ends it with pthread_exit, whose forced unwind
+    through a C++ frame (pybind11's GIL guard) is std::terminate: "terminate called without an
+    active exception", the process aborts. Waits in slices, so signal handlers keep running on
+    the main thread (a second Ctrl-C still forces the stop: pi0_ros.signals)."""
+    if thread is threading.current_thread() or not thread.is_alive():
+        return
+    thread.join(timeout=warn_after)
+    while thread.is_alive():
+        logger.warning(f"stopping: waiting for {what}")
+        thread.join(timeout=warn_every)
 
 
 def run_node(node_class: type, args: list[str] | None = None) -> None:

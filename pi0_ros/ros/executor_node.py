@@ -41,7 +41,7 @@ from pi0_ros.executor import ChunkExecutor, MeasuredState
 from pi0_ros.msg import ActionChunk
 from pi0_ros.robots.embodiment import JointStateError, joint_state_positions, load_embodiment
 from pi0_ros.ros.commands import CommandPublishers
-from pi0_ros.ros.common import ERROR, OK, WARN, declare, log_at, now_sec, run_node, status
+from pi0_ros.ros.common import ERROR, OK, WARN, declare, join_thread, log_at, now_sec, run_node, status
 from pi0_ros.throttle import KeyedThrottle
 from pi0_ros.ros.conversions import stamp_to_sec
 
@@ -368,8 +368,7 @@ class ExecutorNode(Node):
 
     def destroy_node(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=1.0)
+        join_thread(self._thread, self.get_logger(), "the control loop to finish its tick")
         self._poll_node.destroy_node()
         super().destroy_node()
 

@@ -12,6 +12,7 @@ inference.json (pi0_ros.inference_settings), else the declared defaults; the nod
 """
 from __future__ import annotations
 
+import inspect
 import statistics
 import threading
 import time
@@ -29,7 +30,7 @@ from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
 from pi0_ros.realtime_chunking import ChunkGuide, RealTimeChunking
 from pi0_ros.robots.embodiment import load_embodiment
-from pi0_ros.ros.common import declare, given_parameters, log_at, now_sec, run_node
+from pi0_ros.ros.common import declare, given_parameters, join_thread, log_at, now_sec, run_node
 from pi0_ros.ros.conversions import image_to_rgb, stamp_to_sec
 from pi0_ros.throttle import KeyedThrottle, reason_key
 
@@ -247,8 +248,12 @@ class PolicyNode(Node):
         try:
             if self.policy is None:
                 self.policy = load_backend(p, p["asset_id"] or self.embodiment.asset_id)
+            if self._stopping():
+                return
             self._set_state(PolicyStatus.WARMING_UP)
-            self.policy.warmup(max(0, p["warmup_runs"]))
+            self._warmup(max(0, p["warmup_runs"]))
+            if self._stopping():
+                return
             self.status_msg.random_weights = bool(getattr(self.policy, "random_weights", self.status_msg.random_weights))
         except Exception as e:  # noqa: BLE001 - report any load failure on the status topic
             self._set_state(PolicyStatus.ERROR, f"loading policy failed: {e}")
@@ -287,6 +292,23 @@ class PolicyNode(Node):
                 error = f"observation {obs.sequence} rejected: {type(e).__name__}: {e}"
                 self._idle(error)
                 self._log("error", error)
+
+    def _stopping(self) -> bool:
+        with self._cv:
+            return self._stop
+
+    def _warmup(self, n: int) -> None:
+        """Warm the policy up, stopping between two forward passes once the node is destroyed (a
+        policy whose warmup takes `should_stop`, as Policy's; others warm up in one call)."""
+        warmup = self.policy.warmup
+        try:
+            stoppable = "should_stop" in inspect.signature(warmup).parameters
+        except (TypeError, ValueError):  # no signature to read (a builtin, a mock)
+            stoppable = False
+        if stoppable:
+            warmup(n, should_stop=self._stopping)
+        else:
+            warmup(n)
 
     def _infer_and_publish(self, obs: Observation) -> None:
         from pi0_ros.policy import PolicyInput
@@ -359,7 +381,10 @@ class PolicyNode(Node):
         with self._cv:
             self._stop = True
             self._cv.notify_all()
-        self._thread.join(timeout=5.0)
+        # Until it has ended, however long its current step (model load, warm-up or inference
+        # forward pass) takes: see join_thread.
+        join_thread(self._thread, self.get_logger(), "the policy's inference thread to finish its current "
+                    "step (model load, warm-up or inference forward pass)")
         if hasattr(self.policy, "close"):   # a RemotePolicy's connection
             self.policy.close()
         super().destroy_node()

@@ -45,7 +45,7 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from pi0_ros.robots.embodiment import Output
-from pi0_ros.ros.common import run_node
+from pi0_ros.ros.common import join_thread, run_node
 from pi0_ros.ros.controller_servers import ControllerInterfaces
 from pi0_ros.ros.conversions import rgb_to_image, sec_to_stamp
 from pi0_ros.sim.env import SimEnv
@@ -334,8 +334,7 @@ class SimNode(Node):
 
     def destroy_node(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5.0)
+        join_thread(self._thread, self.get_logger(), "the simulator thread to finish its current step")
         super().destroy_node()
 
 

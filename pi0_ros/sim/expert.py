@@ -1,10 +1,13 @@
 """Scripted experts: IK waypoint planners that output what the chunk executor publishes (ROS-free).
 
-:class:`PickCubeExpert` solves the ``pick_cube`` task on the ALOHA scene with privileged
-state (cube poses): it picks the arm closer to the target cube, plans a top-down grasp aligned
-with a cube face (pre-grasp above, straight descent, close, lift) and turns it into a joint
-position target per control tick with damped-least-squares IK on the MuJoCo model
-(``mj_jacSite`` on the pinch site between the fingers). Output: the embodiment's robot vector
+:class:`PickCubeExpert` solves the ``pick_cube`` task on any simulated scene (ALOHA, UR5e +
+Robotiq 2F-85, Franka + hand) with privileged state (cube poses): it picks the arm closer to
+the target cube, plans a top-down grasp (pre-grasp above, straight descent, close, lift) and
+turns it into a joint position target per control tick with damped-least-squares IK on the
+MuJoCo model (``mj_jacSite`` on the pinch site between the fingers). Robots differ only by the
+scene's data: arms and their grippers (``Scene.arm_dims`` / ``gripper_dim``), pinch sites (one
+frame convention: x approach, y closing axis), the home pose, the YAML's gripper open/closed
+values and the grasp heights (``Scene.pick``). Output: the embodiment's robot vector
 (n,) in robot units per tick at the control rate (grippers in the YAML's units), i.e. exactly
 what ``SimEnv.set_targets`` / the executor's Float64MultiArray commands carry. The plan is made
 once at reset (open loop), so it is deterministic given the episode seed.
@@ -88,6 +91,18 @@ def _smoothstep(s: float) -> float:
     return s * s * (3 - 2 * s)
 
 
+def rate_limit(plan: np.ndarray, max_step: np.ndarray) -> np.ndarray:
+    """``plan`` (T, n) with every per-tick change clipped to ``max_step`` (n,), as the executor's
+    step limit would; ticks within the limit are kept exactly."""
+    out = np.array(plan, dtype=np.float64)
+    for k in range(1, len(out)):
+        d = out[k] - out[k - 1]
+        over = np.abs(d) > max_step
+        if over.any():
+            out[k, over] = out[k - 1, over] + np.sign(d[over]) * max_step[over]
+    return out
+
+
 @dataclass
 class PickTimeline:
     """Phase end times (s) of the scripted pick."""
@@ -104,17 +119,20 @@ class PickCubeExpert:
     """Scripted top-down pick of the prompt's cube. ``act()`` -> robot vector (n,) per tick."""
 
     def __init__(self, env: SimEnv, timeline: PickTimeline | None = None,
-                 pregrasp_height: float = 0.10, grasp_offset: float = 0.012, lift_height: float = 0.15,
-                 close_to: float = 1.0, align_to_faces: bool = False) -> None:
+                 pregrasp_height: float | None = None, grasp_offset: float | None = None,
+                 lift_height: float | None = None, close_to: float = 1.0, align_to_faces: bool | None = None) -> None:
+        """Heights and ``align_to_faces`` default to the scene's
+        :class:`~pi0_ros.sim.scenes.PickGeometry` (robot data)."""
         self.env = env
-        # Off by default: the open gripper closes on a cube at any yaw in the task's range
-        # (200/200 seeds), and a grasp that does not depend on the yaw spares the imitating
-        # policy from reading a 4 cm cube's yaw off the pixels.
-        self.align_to_faces = align_to_faces
+        geo = env.scene.pick
+        # Off for ALOHA and the UR5e: their open grippers close on a cube at any yaw in the task's
+        # range (ALOHA: 200/200 seeds), and a grasp that does not depend on the yaw spares the
+        # imitating policy from reading a 4 cm cube's yaw off the pixels. On for the Franka hand.
+        self.align_to_faces = geo.align_to_faces if align_to_faces is None else align_to_faces
         self.timeline = timeline or PickTimeline()
-        self.pregrasp_height = pregrasp_height
-        self.grasp_offset = grasp_offset       # pinch site above the cube centre at grasp (m)
-        self.lift_height = lift_height
+        self.pregrasp_height = geo.pregrasp_height if pregrasp_height is None else pregrasp_height
+        self.grasp_offset = geo.grasp_offset if grasp_offset is None else grasp_offset  # pinch above cube centre (m)
+        self.lift_height = geo.lift_height if lift_height is None else lift_height
         self.close_to = close_to               # gripper command at grasp, model units (1 = closed)
         self.plan: np.ndarray = np.zeros((0, env.embodiment.num_dims))
         self.arm: str = ""
@@ -124,7 +142,7 @@ class PickCubeExpert:
     # ------------------------------------------------------------------ planning
     def _choose_arm(self, cube: np.ndarray) -> str:
         best, best_d = "", math.inf
-        for src in self.env.scene.arm_dims:
+        for src in self.env.scene.gripper_dim:  # arms with a gripper
             first = self.env.scene.dims[self.env.scene.arm_dims[src][0]]
             jid = mujoco.mj_name2id(self.env.model, mujoco.mjtObj.mjOBJ_JOINT, first.joint)
             base = self.env.data.xanchor[jid]
@@ -133,12 +151,14 @@ class PickCubeExpert:
                 best, best_d = src, dist
         return best
 
-    def _grasp_rotation(self, cube: np.ndarray, cube_quat: np.ndarray, base: np.ndarray) -> np.ndarray:
+    def _grasp_rotation(self, cube: np.ndarray, cube_quat: np.ndarray, base: np.ndarray,
+                        turn: float = 0.0) -> np.ndarray:
         """Top-down gripper orientation: x (approach) down, y (finger axis) perpendicular to the
-        reach direction, or along the nearest cube face normal with ``align_to_faces``."""
+        reach direction, or along the nearest cube face normal with ``align_to_faces``; ``turn``
+        (rad) turns it about the vertical (pi: the same grasp, the wrist the other way round)."""
         u = cube[:2] - base[:2]
         u /= np.linalg.norm(u) + 1e-12
-        psi = math.atan2(u[0], -u[1])  # finger axis perpendicular to the reach direction
+        psi = math.atan2(u[0], -u[1]) + turn  # finger axis perpendicular to the reach direction
         if self.align_to_faces:
             mat = np.zeros(9)
             mujoco.mju_quat2Mat(mat, cube_quat)
@@ -161,7 +181,6 @@ class PickCubeExpert:
         ik = ArmIK(env, src, env.scene.ee_sites[src])
         first = env.scene.dims[env.scene.arm_dims[src][0]]
         base = env.data.xanchor[mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_JOINT, first.joint)].copy()
-        R = self._grasp_rotation(cube, cube_quat, base)
         pre = cube + np.array([0, 0, self.pregrasp_height + self.grasp_offset])
         grasp = cube + np.array([0, 0, self.grasp_offset])
         lift = cube + np.array([0, 0, self.lift_height + self.grasp_offset])
@@ -170,8 +189,18 @@ class PickCubeExpert:
         arm_idx = env.scene.arm_dims[src]
         g_idx = env.scene.gripper_dim[src]
         q_home = home[arm_idx]
-        # Pre-grasp: solve from home with a few seeds (wrist configurations), keep the best.
-        q_pre, err = ik.solve(pre, R, q_home, iters=200)
+        # Pre-grasp: solved from home for the fingers across the reach direction and for the same
+        # grasp with the wrist turned by pi (a parallel gripper is symmetric); keep the one that
+        # reaches and gets there from home soonest at the YAML's joint velocities.
+        vmax = emb.max_velocity[arm_idx]
+        best = None
+        for turn in (0.0, math.pi):
+            R_try = self._grasp_rotation(cube, cube_quat, base, turn)
+            q_try, err = ik.solve(pre, R_try, q_home, iters=200)
+            key = (err > 1e-3, float(np.max(np.abs(q_try - q_home) / vmax)), err)
+            if best is None or key < best[0]:
+                best = (key, R_try, q_try, err)
+        _, R, q_pre, err = best
         errs = [err]
         g_open = emb.dims[g_idx].open
         g_close = emb.to_robot(np.where(np.arange(emb.num_dims) == g_idx, self.close_to, 0.0))[g_idx]
@@ -204,7 +233,10 @@ class PickCubeExpert:
                 qa = q
             plan[k, arm_idx] = qa
             plan[k, g_idx] = grip
-        self.plan = plan
+        # Never faster than the YAML's max_velocity (e.g. a slow gripper closing): the executor's
+        # step limit would otherwise drag the command after the plan (a safety intervention).
+        # 2 % under it, so that float rounding never makes a tick count as over the limit.
+        self.plan = rate_limit(plan, emb.max_velocity * dt * 0.98)
         self.ik_error = float(max(errs))
 
     # ------------------------------------------------------------------ acting

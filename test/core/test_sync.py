@@ -369,3 +369,19 @@ def test_live_inputs_that_no_longer_align_are_lagging_not_stale() -> None:
     res = sync.latest_synchronised(now=2.1)
     assert res is not None and res.stale == () and not res.fresh
     assert {s.name for s in res.lagging} == {"a", "b"} and "do not align" in sync.last_reason
+
+
+@pytest.mark.timeout(10)
+def test_spread_that_rounds_onto_the_slop_terminates() -> None:
+    # Defect: 23.85 - 23.8 > 0.05 in floats but 23.8 + 0.05 == 23.85, so the bound never moved
+    # and latest_synchronised spun forever (two 20 Hz cameras one tick apart, slop 0.05).
+    assert 23.85 - 23.8 > 0.05 and 23.8 + 0.05 == 23.85
+    sync = ApproximateTimeSync(["a", "b"], slop=0.05)
+    feed(sync, "a", [23.75, 23.8, 23.85])
+    feed(sync, "b", [23.75, 23.8])
+    res = sync.latest_synchronised(now=23.9)
+    assert res is not None and res.stamps == {"a": 23.8, "b": 23.8}
+    sync = ApproximateTimeSync(["a", "b"], slop=0.05)
+    feed(sync, "a", [23.85])
+    feed(sync, "b", [23.8])
+    assert sync.latest_synchronised(now=23.9) is None and "slop" in sync.last_reason

@@ -27,7 +27,9 @@ Per bag:
    - commands: the commanded targets on the embodiment's command topics (Float64MultiArray
      data, JointTrajectory first point by joint name, Twist fields), zero-order hold: the label
      of frame k is the last command at or before t_k. Episodes start at the first frame at
-     which every output has been commanded.
+     which every output has been commanded. Dims of action outputs (GripperCommand goals: no
+     topic to record) take the executor's commanded targets on /pi0_executor/commanded when the
+     bag has them (pi0-ros collect and the recorder record it), else the next measured state.
    - next_state: the measured state of frame k+1 (the last frame repeats its own state).
    - auto (default): commands when every command topic has messages in the episode, else
      next_state. The choice is printed, stored per episode (meta/episodes: action_source) and
@@ -80,7 +82,7 @@ from tqdm import tqdm
 
 from pi0_ros.data import bagio
 from pi0_ros.data.record import EPISODE_JSON
-from pi0_ros.data.topics import EPISODE_TOPIC, PROMPT_TOPIC
+from pi0_ros.data.topics import COMMANDED_TOPIC, EPISODE_TOPIC, PROMPT_TOPIC
 from pi0_ros.images import decode_compressed, decode_raw
 from pi0_ros.model.normalize import NormStats, save_norm_stats
 from pi0_ros.robots.embodiment import BASE_KINDS, Embodiment, load_embodiment
@@ -137,6 +139,7 @@ class BagContent:
     counts: dict[str, int]
     state: dict[str, Series]                        # dim name -> series
     commands: dict[str, Series]                     # dim name -> series
+    commanded: dict[str, Series]                    # dim name -> the executor's commanded targets
     cameras: dict[str, np.ndarray]                  # slot -> frame times (ns) in bag order
     prompts: list[tuple[int, str]]
     markers: list[tuple[int, dict[str, Any]]]
@@ -251,12 +254,19 @@ def read_bag(path: Path, emb: Embodiment, time_source: str = "auto", progress: b
                 out_by_topic[o.topic] = o
                 for dn in o.dims:
                     commands[dn] = Series(o.topic)
+        # Dims of action outputs: the executor's commanded targets, when the bag has them.
+        action_dims = {dn for o in emb.outputs if o.is_action for dn in o.dims}
+        commanded = {dn: Series(COMMANDED_TOPIC) for dn in action_dims}
+        use_commanded = bool(action_dims) and topics.get(COMMANDED_TOPIC) == "sensor_msgs/msg/JointState" \
+            and counts[COMMANDED_TOPIC] > 0
         cam_topics = {c.topic: c.slot for c in emb.cameras}
         cam_times: dict[str, list[int]] = {c.slot: [] for c in emb.cameras}
         offsets: dict[str, list[int]] = defaultdict(list)
         prompts: list[tuple[int, str]] = []
         markers: list[tuple[int, dict[str, Any]]] = []
         wanted = set(by_topic_joint) | set(out_by_topic) | set(cam_topics) | {PROMPT_TOPIC, EPISODE_TOPIC}
+        if use_commanded:
+            wanted.add(COMMANDED_TOPIC)
         if emb.odometry_topic:
             wanted.add(emb.odometry_topic)
         conns = [c for c in reader.connections if c.topic in wanted]
@@ -294,6 +304,11 @@ def read_bag(path: Path, emb: Embodiment, time_source: str = "auto", progress: b
                     state[d.name].v.append(float(getattr(getattr(msg.twist.twist, part), axis)))
             elif topic in out_by_topic:
                 _add_command(path, out_by_topic[topic], msg, t, commands, kinds)
+            elif topic == COMMANDED_TOPIC:
+                for dn, p in zip(list(msg.name), msg.position):
+                    if dn in commanded and math.isfinite(p):
+                        commanded[dn].t.append(t)
+                        commanded[dn].v.append(float(p))
             elif topic == PROMPT_TOPIC:
                 prompts.append((t_bag, str(msg.data)))
             elif topic == EPISODE_TOPIC:
@@ -322,10 +337,11 @@ def read_bag(path: Path, emb: Embodiment, time_source: str = "auto", progress: b
     if time_source == "bag":  # re-time everything with receive times
         cam_times = {s: list(bag_t[t]) for t, s in cam_topics.items()}
         state = _retime(state, bag_t, offsets)
+        commanded = _retime(commanded, bag_t, offsets)
     ep_json = None
     if path.is_dir() and (path / EPISODE_JSON).is_file():
         ep_json = json.loads((path / EPISODE_JSON).read_text())
-    return BagContent(path, topics, dict(counts), state, commands,
+    return BagContent(path, topics, dict(counts), state, commands, {dn: s for dn, s in commanded.items() if s.t},
                       {s: np.asarray(v, dtype=np.int64) for s, v in cam_times.items()},
                       prompts, markers, ep_json, time_source, start_ns, end_ns)
 
@@ -477,7 +493,8 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
             order = np.arange(ct.size)
             keep = (ct >= a) & (ct <= b)
             cams[c.slot] = (c.topic, ct[keep], order[keep])
-        # Dims of action outputs (gripper actions) have no command topic: labelled from the next state.
+        # Dims of action outputs (gripper actions) have no command topic: labelled from the
+        # executor's commanded targets when recorded (COMMANDED_TOPIC), else from the next state.
         topic_dims = [dn for o in emb.outputs if not o.is_action for dn in o.dims]
         have_cmds = bool(topic_dims) and all(dn in bag.commands and bag.commands[dn].arrays(a, b)[0].size
                                              for dn in topic_dims)
@@ -493,6 +510,13 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
             for dn in topic_dims:
                 t, v = bag.commands[dn].arrays(a, b)
                 cmd[dn] = (bag.commands[dn].topic, t, v)
+            # Action outputs (e.g. GripperCommand): what the executor commanded, if recorded. The
+            # next measured state would teach a gripper to aim at where it stalled on the object
+            # (half open), i.e. to hold it with no force.
+            for dn, series_ in bag.commanded.items():
+                t, v = series_.arrays(a, b)
+                if t.size:
+                    cmd[dn] = (COMMANDED_TOPIC, t, v)
 
         timed = [(k, tp, t) for k, (tp, t, _) in series.items()] + [(f"camera:{s}", tp, t) for s, (tp, t, _) in cams.items()]
         timed += [(f"command:{dn}", tp, t) for dn, (tp, t, _) in cmd.items()]
@@ -554,7 +578,7 @@ def plan_episodes(bag: BagContent, emb: Embodiment, fps: float, actions: str = "
             if source == "commands":
                 cols = []
                 for i, dn in enumerate(emb.dim_names):
-                    if dn not in cmd:  # an action output's dim
+                    if dn not in cmd:  # an action output's dim, its commanded targets not recorded
                         cols.append(next_state[:, i])
                         continue
                     _, t, v = cmd[dn]

@@ -1,7 +1,8 @@
 """Which topics an embodiment needs recorded, derived from its YAML (ROS-free).
 
 Recorded: every camera (Image or CompressedImage), every joint-state source, the odometry
-(mobile robots), every command output (the action labels of teleoperation), the prompt,
+(mobile robots), every command output (the action labels of teleoperation), the executor's
+commanded targets where an output is an action (its labels: COMMANDED_TOPIC), the prompt,
 the policy's action chunks (to study policy roll-outs) and the episode events.
 NOT recorded: /observation (an Observation re-packs the cameras at 224x224: redundant and big).
 """
@@ -18,6 +19,10 @@ ACTION_CHUNK_TOPIC = "/action_chunk"
 #   {"event": "stop", "success": true, "episode_index": 3}
 # The recorder publishes them (and accepts them as commands); bag2dataset splits on them.
 EPISODE_TOPIC = "/pi0_episode"
+# The executor's commanded targets (sensor_msgs/JointState, names = the embodiment's dim names,
+# robot units, after the safety layer): the action labels of dims whose output is an action
+# (GripperCommand goals are not topics a bag can record).
+COMMANDED_TOPIC = "/pi0_executor/commanded"
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -33,7 +38,7 @@ SENSOR_ROLES = ("camera", "joint_state", "odometry")
 class RecordTopic(NamedTuple):
     topic: str
     msgtype: str   # ROS 2 type name, e.g. "sensor_msgs/msg/Image"
-    role: str      # camera | joint_state | odometry | command | prompt | action_chunk | episode
+    role: str      # camera | joint_state | odometry | command | commanded | prompt | action_chunk | episode
 
 
 def record_topic_specs(embodiment: Embodiment | str, *, include_action_chunks: bool = True,
@@ -51,6 +56,8 @@ def record_topic_specs(embodiment: Embodiment | str, *, include_action_chunks: b
         if o.is_action:  # an action name, not a topic: bag2dataset labels its dims from the next state
             continue
         out.append(RecordTopic(o.topic, o.type, "command"))
+    if any(o.is_action for o in emb.outputs):
+        out.append(RecordTopic(COMMANDED_TOPIC, JOINT_STATE, "commanded"))
     if include_prompt:
         out.append(RecordTopic(PROMPT_TOPIC, STRING, "prompt"))
     if include_action_chunks:

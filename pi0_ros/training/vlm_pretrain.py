@@ -65,6 +65,47 @@ def render_layouts(embodiment: str, task: str, n_layouts: int, seed: int, image_
         env.close()
 
 
+def shares(n: int, k: int) -> list[int]:
+    """``n`` split as evenly as possible into ``k`` parts, the first ones one larger."""
+    return [n // k + (1 if j < n % k else 0) for j in range(k)]
+
+
+def render_layout_set(embodiments: list[str], task: str, n_layouts: int, holdout: int, layout_seed: int,
+                      image_size: int) -> tuple[np.ndarray, dict[str, np.ndarray], list[str], np.ndarray, np.ndarray]:
+    """The rendered layouts of all ``embodiments``: ``n_layouts`` training and ``holdout`` held-out ones, each
+    count split evenly across the embodiments (each its own scene, top camera and workspace scale).
+
+    Returns images, positions per colour (each in [-1, 1] over its own embodiment's workspace), colours,
+    ``half`` (n_layouts + holdout, 2): m per unit of each row's scale, and ``group``: the embodiment index of
+    each row. Rows: the training layouts of embodiment 0, 1, ..., then the held-out ones in the same order.
+    Embodiment j renders the seeds from ``layout_seed`` + (layouts of embodiments before it) on, so one
+    embodiment renders exactly what ``render_layouts(embodiment, task, n_layouts + holdout, layout_seed)``
+    does, and no two embodiments share a seed (their cube layouts would be the same in workspace units).
+    """
+    from pi0_ros.sim.env import SimEnv
+
+    train_parts, test_parts, first = [], [], layout_seed
+    colors: list[str] | None = None
+    for j, (e, n, h) in enumerate(zip(embodiments, shares(n_layouts, len(embodiments)),
+                                      shares(holdout, len(embodiments)))):
+        images, pos, cols = render_layouts(e, task, n + h, first, image_size)
+        first += n + h
+        if colors is None:
+            colors = cols
+        elif cols != colors:
+            raise ValueError(f"{e}: task colours {cols} differ from {embodiments[0]}'s {colors}")
+        with SimEnv(e, task=task, render=False) as env:
+            (x0, x1), (y0, y1) = env.scene.workspace
+        half = np.array([(x1 - x0) / 2, (y1 - y0) / 2])  # m per unit of the [-1, 1] scale
+        for part, sl in ((train_parts, slice(0, n)), (test_parts, slice(n, n + h))):
+            rows = len(images[sl])
+            part.append((images[sl], {c: pos[c][sl] for c in cols}, np.tile(half, (rows, 1)), np.full(rows, j)))
+    parts = train_parts + test_parts
+    assert colors is not None
+    return (np.concatenate([p[0] for p in parts]), {c: np.concatenate([p[1][c] for p in parts]) for c in colors},
+            colors, np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts]))
+
+
 def below_last_layer(vlm: nn.Module) -> nn.Module:
     """A view of the VLM stack without its last decoder layer (same parameters, final norm kept)."""
     view = copy.copy(vlm)
@@ -105,15 +146,18 @@ def batch_inputs(images: np.ndarray, prompts: list[str], tokenizer, action_dim: 
                        state=torch.zeros(len(prompts), action_dim))
 
 
-def pretrain(embodiment: str = "trossen_bimanual", task: str = "pick_cube", preset: str = "sim", out: str = "",
+def pretrain(embodiment: str | list[str] = "trossen_bimanual", task: str = "pick_cube", preset: str = "sim", out: str = "",
              n_layouts: int = 4000, holdout: int = 200, steps: int = 1500, batch_size: int = 64, lr: float = 1e-3,
              warmup: int = 100, seed: int = 0, log_every: int = 100, layout_seed: int = 100_000) -> dict[str, Any]:
-    """Train the probe; save a π0 checkpoint to ``out``. Returns the held-out errors (cm)."""
+    """Train the probe; save a π0 checkpoint to ``out``. Returns the held-out errors (cm).
+
+    ``embodiment``: one name, or several: the layouts (and held-out layouts) are split evenly across them
+    (:func:`render_layout_set`), one grounded initialisation for all. With one, the result is the same as
+    before several were possible (same seeds, same order)."""
     from pi0_ros.model.config import get_preset
     from pi0_ros.model.pi0 import PI0Model
     from pi0_ros.model.tokenizer import tiny_tokenizer
     from pi0_ros.policy import save_policy_checkpoint
-    from pi0_ros.sim.env import SimEnv
     from pi0_ros.sim.tasks import pick_prompt
     from pi0_ros.training.train import lr_factor
 
@@ -124,12 +168,12 @@ def pretrain(embodiment: str = "trossen_bimanual", task: str = "pick_cube", pres
         raise ValueError(f"preset {preset!r}: pretrain-vlm expects a single base_0_rgb camera")
     S = config.vision.image_size
     # Layout seeds far from the demonstration (0..) and evaluation (1000..) seeds.
+    embodiments = [embodiment] if isinstance(embodiment, str) else list(embodiment)
+    if not embodiments:
+        raise ValueError("no embodiment")
     t0 = time.perf_counter()
-    images, pos, colors = render_layouts(embodiment, task, n_layouts + holdout, layout_seed, S)
+    images, pos, colors, half, group = render_layout_set(embodiments, task, n_layouts, holdout, layout_seed, S)
     render_s = time.perf_counter() - t0
-    with SimEnv(embodiment, task=task, render=False) as env:
-        (x0, x1), (y0, y1) = env.scene.workspace
-    half = np.array([(x1 - x0) / 2, (y1 - y0) / 2])  # m per unit of the [-1, 1] scale
     prompts = [pick_prompt(c) for c in colors]
 
     torch.manual_seed(seed)
@@ -157,7 +201,7 @@ def pretrain(embodiment: str = "trossen_bimanual", task: str = "pick_cube", pres
         with torch.no_grad():
             pred = probe(batch_inputs(images[idx], [prompts[c] for c in named], tokenizer, config.action_dim))
         probe.train()
-        err = (pred - targets(idx, named)).numpy().reshape(len(idx), len(colors), 2) * half  # m
+        err = (pred - targets(idx, named)).numpy().reshape(len(idx), len(colors), 2) * half[idx][:, None]  # m
         d = np.linalg.norm(err, axis=2) * 100
         return {"named_cm": float(np.median(d[:, 0])), "other_cm": float(np.median(d[:, 1:]))}
 
@@ -179,15 +223,21 @@ def pretrain(embodiment: str = "trossen_bimanual", task: str = "pick_cube", pres
             log.append(entry)
             logger.info("pretrain-vlm %s", entry)
     train_s = time.perf_counter() - t1
+    # Several embodiments: the final held-out errors of each (after training: nothing above changes).
+    by_embodiment = {e: errors_cm(test_idx[group[test_idx] == j]) for j, e in enumerate(embodiments)
+                     if len(embodiments) > 1 and (group[test_idx] == j).any()}
     save_policy_checkpoint((model, tokenizer), out)
-    summary = {"out": str(out), "layouts": n_layouts, "holdout": holdout, "steps": steps, "render_s": round(render_s, 1),
-               "train_s": round(train_s, 1), "final": log[-1] if log else None, "log": log}
+    summary = {"out": str(out), "embodiments": embodiments, "layouts": n_layouts, "holdout": holdout, "steps": steps,
+               "render_s": round(render_s, 1), "train_s": round(train_s, 1), "final": log[-1] if log else None,
+               **({"final_by_embodiment": by_embodiment} if by_embodiment else {}), "log": log}
     (Path(out) / "pretrain_vlm.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--embodiment", default="trossen_bimanual")
+    parser.add_argument("--embodiment", nargs="+", default=["trossen_bimanual"], metavar="NAME",
+                        help="one or more embodiments: the layouts are split evenly across them, each rendered "
+                             "in its own scene and scaled to its own workspace; one grounded init for all")
     parser.add_argument("--task", default="pick_cube")
     parser.add_argument("--preset", default="sim")
     parser.add_argument("--out", required=True, help="checkpoint directory (a valid `train --init`)")
@@ -200,7 +250,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    summary = pretrain(args.embodiment, args.task, args.preset, args.out, n_layouts=args.layouts, steps=args.steps,
+    embodiment = args.embodiment[0] if len(args.embodiment) == 1 else list(args.embodiment)
+    summary = pretrain(embodiment, args.task, args.preset, args.out, n_layouts=args.layouts, steps=args.steps,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     print(json.dumps({k: v for k, v in summary.items() if k != "log"}, indent=2))
     return 0 if math.isfinite(summary["final"]["loss"]) else 1

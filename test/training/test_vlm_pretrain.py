@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import torch
 
 from pi0_ros.model.checkpoint import load_checkpoint
@@ -47,3 +48,33 @@ def test_pretrain_trains_the_vlm_below_its_last_layer_only(tmp_path) -> None:
     assert not any(f"language_model.layers.{depth - 1}." in k for k in changed)
     assert not any("gemma_expert" in k or k.startswith(("action_", "state_proj")) for k in changed)
     assert (out / "tokenizer.model").is_file()
+
+
+def test_one_embodiment_renders_the_layouts_of_before() -> None:
+    """The shipped recipe's grounding (one embodiment) must not change: same seeds, same order."""
+    from pi0_ros.training.vlm_pretrain import render_layout_set
+
+    images, pos, colors, half, group = render_layout_set(["trossen_bimanual"], "pick_cube", 3, 2, 7, 56)
+    old_images, old_pos, old_colors = render_layouts("trossen_bimanual", "pick_cube", 5, 7, 56)
+    assert colors == old_colors and np.array_equal(images, old_images)
+    assert all(np.array_equal(pos[c], old_pos[c]) for c in colors)
+    assert (group == 0).all() and half.shape == (5, 2) and (half == half[0]).all()
+
+
+def test_pretrain_splits_the_layouts_across_embodiments(tmp_path) -> None:
+    from pi0_ros.training.vlm_pretrain import render_layout_set, shares
+
+    assert shares(7, 3) == [3, 2, 2] and shares(4000, 1) == [4000]
+    # Training rows of each embodiment first, then the held-out rows; seeds do not overlap across them.
+    images, pos, colors, half, group = render_layout_set(["trossen_bimanual", "ur5e"], "pick_cube", 3, 2, 11, 56)
+    assert group.tolist() == [0, 0, 1, 0, 1]
+    aloha, _, _ = render_layouts("trossen_bimanual", "pick_cube", 3, 11, 56)   # seeds 11, 12 | 13
+    ur5e, _, _ = render_layouts("ur5e", "pick_cube", 2, 14, 56)                # seeds 14 | 15
+    assert np.array_equal(images, np.stack([aloha[0], aloha[1], ur5e[0], aloha[2], ur5e[1]]))
+    assert not np.allclose(half[0], half[2])  # each in its own workspace's scale
+    out = tmp_path / "pt"
+    summary = pretrain(["trossen_bimanual", "ur5e"], out=str(out), n_layouts=4, holdout=2, steps=2, batch_size=4,
+                       log_every=1)
+    assert summary["embodiments"] == ["trossen_bimanual", "ur5e"]
+    assert set(summary["final_by_embodiment"]) == {"trossen_bimanual", "ur5e"}
+    assert load_checkpoint(out, dtype=torch.float32) is not None

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# One π0 for three robots: checkpoints/pi0_sim_multi_pick_cube.
+#   For each robot (ALOHA = trossen_bimanual, UR5e, Franka): scripted demonstrations recorded through
+#   the ROS pipeline into rosbags, clean and with the simulated arms pushed off course (DART-style),
+#   converted to datasets (tools/proof_data.sh with EMBODIMENT, its own work subdir and seeds) -> one
+#   VLM grounding over all three robots' top cameras (pretrain-vlm --embodiment ...) -> ONE model trained
+#   on every dataset in each stage (the stages of tools/make_demo_checkpoint.sh): actions padded to the
+#   model's 32 dims, per-embodiment norm stats under each asset id, datasets mixed n^0.43 (pi0_ros/
+#   training/train.py) -> closed-loop evaluation of each robot through the ROS nodes, and with the prompt
+#   swapped, on the evaluation seeds 1000..; a per-robot table.
+#
+# CPU budget (defaults; this 2-core box, other work aside), stated before the run:
+#   collection  per robot 3 clean collectors x 80 episodes side by side (~540 s, the ALOHA collect JSONs'
+#               wall_s), then 2 pushed batches of 3 x 100 episodes (~680 s each): ~32 min per robot,
+#               ~95 min for three (UR5e/Franka assumed as fast as ALOHA: ~6.8 s wall per episode;
+#               their collect_*.json wall_s tells).
+#   conversion  a few minutes per robot.
+#   grounding   6000 layouts (2000 per robot), 2000 steps: ~12 min (ALOHA: 4000 layouts, 1500 steps, 8.3 min).
+#   training    (15000 + 9000 + 10000) steps x ~0.22 s/step at batch 32 = ~125 min
+#               (the ALOHA recipe: 23000 steps, ~91 min).
+#   evaluation  6 x 50 episodes in real time (each robot, and with the prompt swapped): ~60 min.
+#   total       about 5 h of wall time, of which ~2.3 h of training compute.
+# Seeds: robot k's demonstrations use SEED_BASE = 0, 2000, 3000 (+ [0, 900): clean, pushed, pushed);
+#   disjoint from each other and from the evaluation seeds 1000-1049. Grounding layouts 100000..,
+#   training and grounding seed 0.
+# Usage: tools/make_multirobot_checkpoint.sh [work_dir]
+#   env: ROBOTS (default "trossen_bimanual ur5e franka"), OUT (checkpoint directory, default
+#        checkpoints/pi0_sim_multi_pick_cube), EPISODES (per collector), COLLECTORS, DART_EPISODES,
+#        PRETRAIN_LAYOUTS, PRETRAIN_STEPS, STEPS, DART_STEPS, FINAL_STEPS, BATCH, LR, FINAL_LR, SAVE_EVERY,
+#        EVAL_EPISODES; DOMAIN_BASE, DART_DOMAIN_BASE (collectors' ROS domains, base + i; the robots
+#        collect one after the other), EVAL_DOMAIN (ROS domain of the evaluations), PI0_ROS (the pi0-ros command),
+#        PYTHON (the venv's python, for the last step)
+# Every step whose output is in the work dir already is skipped; training stages resume.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=${1:-$here/outputs/proof_multi}
+read -ra robots <<< "${ROBOTS:-trossen_bimanual ur5e franka}"
+OUT=${OUT:-$here/checkpoints/pi0_sim_multi_pick_cube}
+export EPISODES=${EPISODES:-80} COLLECTORS=${COLLECTORS:-3} DART_EPISODES=${DART_EPISODES:-100}
+PRETRAIN_LAYOUTS=${PRETRAIN_LAYOUTS:-6000}
+PRETRAIN_STEPS=${PRETRAIN_STEPS:-2000}
+STEPS=${STEPS:-15000}
+DART_STEPS=${DART_STEPS:-9000}
+FINAL_STEPS=${FINAL_STEPS:-10000}
+BATCH=${BATCH:-32}
+LR=${LR:-3e-4}
+FINAL_LR=${FINAL_LR:-1e-4}
+SAVE_EVERY=${SAVE_EVERY:-1000}
+EVAL_EPISODES=${EVAL_EPISODES:-50}
+EVAL_DOMAIN=${EVAL_DOMAIN:-${ROS_DOMAIN_ID:-0}}
+export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} MUJOCO_GL=${MUJOCO_GL:-egl}
+read -ra pi0 <<< "${PI0_ROS:-$here/.venv/bin/pi0-ros}"
+read -ra python <<< "${PYTHON:-$here/.venv/bin/python}"
+mkdir -p "$work"
+# 1-2. Per robot: demonstrations (clean, pushed) through ROS -> datasets, in $work/<robot>
+#    (tools/proof_data.sh; no grounding there: one over all robots below).
+datasets=() datasets_dart=() datasets_dart2=()
+for k in "${!robots[@]}"; do
+  r=${robots[$k]}
+  base=$((k == 0 ? 0 : 1000 * (k + 1)))
+  EMBODIMENT=$r SEED_BASE=$base PRETRAIN_LAYOUTS=0 "$here/tools/proof_data.sh" "$work/$r"
+  datasets+=("$work/$r/dataset") datasets_dart+=("$work/$r/dataset_dart") datasets_dart2+=("$work/$r/dataset_dart2")
+done
+# 3. One VLM grounding: the layouts split evenly across the robots, each its own scene and top camera.
+[ -f "$work/pretrain/model.safetensors" ] || "${pi0[@]}" pretrain-vlm --embodiment "${robots[@]}" \
+  --out "$work/pretrain" --layouts "$PRETRAIN_LAYOUTS" --steps "$PRETRAIN_STEPS" --seed 0 > "$work/pretrain.json"
+# 4-6. ONE model, every robot's datasets in each stage (seed 0): the action expert on the clean
+#    demonstrations (VLM frozen), then clean + first pushed batch, then all three with the VLM's
+#    transformer layers training too (vision tower and prompt embedding frozen).
+last() { ls -d "$1"/checkpoints/step_* | sort | tail -1; }
+common=(--batch-size "$BATCH" --seed 0 --save-every "$SAVE_EVERY" --log-every 50 --delta-actions --resume)
+"${pi0[@]}" train --dataset "${datasets[@]}" --init "$work/pretrain" --freeze-vlm --out "$work/train" \
+  --steps "$STEPS" --lr "$LR" --warmup 300 "${common[@]}" | tee "$work/train.json"
+"${pi0[@]}" train --dataset "${datasets[@]}" "${datasets_dart[@]}" --init "$(last "$work/train")" --freeze-vlm \
+  --out "$work/train_dart" --steps "$DART_STEPS" --lr "$LR" --warmup 200 "${common[@]}" | tee "$work/train_dart.json"
+"${pi0[@]}" train --dataset "${datasets[@]}" "${datasets_dart[@]}" "${datasets_dart2[@]}" --init "$(last "$work/train_dart")" \
+  --freeze-vision --out "$work/train_final" --steps "$FINAL_STEPS" --lr "$FINAL_LR" --warmup 200 "${common[@]}" \
+  | tee "$work/train_final.json"
+rm -rf "$OUT" && mkdir -p "$(dirname "$OUT")"
+cp -r "$(last "$work/train_final")" "$OUT"
+rm -rf "$OUT/train_state"   # optimizer state: only for --resume
+cp "$work/train_final/loss.png" "$OUT/" 2>/dev/null || true
+# 7. Closed-loop evaluation through the ROS nodes on unseen seeds (1000..), real-time chunking and
+#    deterministic sampling (every setting explicit: no inference.json yet), each robot, then the prompt swap.
+for r in "${robots[@]}"; do
+  ev=("${pi0[@]}" eval --checkpoint "$OUT" --embodiment "$r" --episodes "$EVAL_EPISODES" --seed 1000 --json
+      --realtime-chunking --noise-scale 0)
+  ROS_DOMAIN_ID=$EVAL_DOMAIN "${ev[@]}" > "$work/eval_$r.json"
+  ROS_DOMAIN_ID=$EVAL_DOMAIN "${ev[@]}" --swap-prompt > "$work/eval_${r}_swapped.json"
+done
+# 8. The settings of those evaluations, and each robot's result, into the checkpoint's inference.json.
+#    No execute_steps: each robot keeps its embodiment's own (ALOHA 25, UR5e/Franka 16).
+"${python[@]}" - "$work" "$OUT" "${OUT#"$here"/}" "$EVAL_EPISODES" "${robots[@]}" <<'PY'
+import json, sys
+from pi0_ros import inference_settings as s
+work, ckpt, shown, n, robots = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
+ev = {r: json.load(open(f"{work}/eval_{r}.json")) for r in robots}
+sw = {r: json.load(open(f"{work}/eval_{r}_swapped.json")) for r in robots}
+first = ev[robots[0]]
+print(f"{'robot':<18} {'success':>9} {'rate':>6} {'swapped':>9} {'rate':>6}")
+for r in robots:
+    print(f"{r:<18} {ev[r]['successes']:>4}/{ev[r]['episodes']:<4} {ev[r]['success_rate']:>6.2f} "
+          f"{sw[r]['successes']:>4}/{sw[r]['episodes']:<4} {sw[r]['success_rate']:>6.2f}")
+s.write(ckpt, {k: first[k] for k in ("realtime_chunking", "noise_scale", "num_steps")}, validated={
+    "task": first["task"], "episodes": n, "seeds": f"1000-{1000 + n - 1}",
+    "embodiments": {r: {"success_rate": ev[r]["success_rate"], "successes": ev[r]["successes"],
+                        "swapped_success_rate": sw[r]["success_rate"]} for r in robots},
+    "command": f"pi0-ros eval --checkpoint {shown} --embodiment ROBOT --episodes {n} --seed 1000 "
+               "--realtime-chunking --noise-scale 0 --json"})
+PY

@@ -13,6 +13,7 @@ inference.json (pi0_ros.inference_settings), else the declared defaults; the nod
 from __future__ import annotations
 
 import inspect
+import os
 import statistics
 import threading
 import time
@@ -83,7 +84,7 @@ class PolicyNode(Node):
             "max_observation_age": 0.5,    # s; older observations are never used
             "warmup_runs": 2,
             "seed": 0,
-            "torch_threads": 0,            # 0: torch default
+            "torch_threads": 0,            # 0: auto (half the cores, >= 1); -1: torch default (one per core)
             "status_period": 0.5,          # s
             "log_period": 5.0,             # s, at most one log line per reason in this time
             # Each chunk continues the overlapping rest of the previous one (inpainting,
@@ -105,10 +106,12 @@ class PolicyNode(Node):
             raise ValueError(f"backend must be 'local' or 'remote', got '{p['backend']}'")
         remote = p["backend"] == "remote"
         self.inference = self._inference_settings(p, remote, policy)
-        if p["torch_threads"] > 0:
+        threads = isettings.inference_threads(p["torch_threads"], os.cpu_count())  # why: see there
+        if threads is not None and not remote:
             import torch
 
-            torch.set_num_threads(p["torch_threads"])
+            torch.set_num_threads(threads)
+            self.get_logger().info(f"inference on {threads} torch thread(s) (torch_threads {p['torch_threads']})")
         self.params = p
         self.embodiment = emb = load_embodiment(p["embodiment"])
         self.status_msg = PolicyStatus(embodiment=emb.name,

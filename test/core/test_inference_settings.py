@@ -154,3 +154,15 @@ def test_parameters_files_leave_the_settings_to_the_checkpoint():
         data = yaml.safe_load(p.read_text())
         assert not set(isettings.SETTINGS) & set(data["pi0_policy"]["ros__parameters"]), p.name
         assert not set(isettings.SETTINGS) & set(data["pi0_executor"]["ros__parameters"]), p.name
+
+
+def test_inference_threads_leave_cores_to_others_unless_told():
+    from pi0_ros.inference_settings import inference_threads
+
+    assert inference_threads(0, 2) == 1        # auto: half the cores (the 2-core box: 1)
+    assert inference_threads(0, 16) == 8
+    assert inference_threads(0, 1) == 1 and inference_threads(0, None) == 1
+    assert inference_threads(3, 2) == 3        # given: as given
+    assert inference_threads(-1, 8) is None    # torch's default, untouched
+    with pytest.raises(ValueError, match="torch_threads"):
+        inference_threads(-2, 8)

@@ -168,3 +168,18 @@ def test_an_invalid_file_stops_both_nodes(ctx, tmp_path):
         ctx.make(PolicyNode, checkpoint=str(tmp_path), policy=StubPolicy())
     with pytest.raises(ValueError, match="noise_scale must be a number within"):
         ctx.make(ExecutorNode, checkpoint=str(tmp_path))
+
+
+def test_policy_node_leaves_cores_to_the_rest_by_default(ctx):
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        ctx.make(PolicyNode, policy=StubPolicy())
+        assert torch.get_num_threads() == max(1, (os.cpu_count() or 1) // 2)   # auto
+        ctx.make(PolicyNode, policy=StubPolicy(), torch_threads=3)
+        assert torch.get_num_threads() == 3                                      # given
+    finally:
+        torch.set_num_threads(before)

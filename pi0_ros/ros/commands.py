@@ -315,6 +315,10 @@ class CommandPublishers:
                 self.last_messages[s.o.name] = msg
         self.published += 1
 
+    def sent_counts(self) -> dict[str, int]:
+        """{output name: messages / goals sent}."""
+        return {s.o.name: s.counts["sent"] for s in self._senders}
+
     def counters(self) -> dict[str, dict[str, int]]:
         """{output name: {sent, rejected, aborted, preempted, succeeded, skipped_past, unavailable}}."""
         keys = ("sent", "rejected", "aborted", "preempted", "succeeded", "skipped_past", "unavailable")

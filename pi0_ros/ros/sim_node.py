@@ -109,6 +109,9 @@ class SimNode(Node):
         self._success_pub = self.create_publisher(Bool, "~/success", 10)
         self._prompt_pub = self.create_publisher(String, "/prompt", PROMPT_QOS)
         self._subs = [self._subscribe(o) for o in emb.outputs]
+        # Outputs taken on plain topics (counted in commands_received); the others go to the
+        # controller stand-ins below.
+        self.topic_outputs = [o.name for o, sub in zip(emb.outputs, self._subs) if sub is not None]
         # Trajectory and gripper-action outputs: the robot controllers' topics and action servers.
         self._ctl_lock = threading.Lock()  # env.controllers: sim thread (stepping) vs command callbacks
         self.controller_interfaces = ControllerInterfaces(

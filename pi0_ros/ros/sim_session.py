@@ -16,9 +16,6 @@ from pi0_ros.ros.bringup import Bringup
 
 LOCKSTEP_MAX_HOLD = 3.0  # s of wall time one unanswered chunk request may hold the simulator
 LOCKSTEP_MAX_DELIVERY = 0.5  # s of wall time the simulator waits for the executor's commands of one tick
-# Outputs whose messages the simulator takes on topics (SimNode._set), i.e. countable per tick.
-_TOPIC_OUTPUTS = ("std_msgs/msg/Float64MultiArray", "geometry_msgs/msg/Twist", "geometry_msgs/msg/TwistStamped",
-                  "interbotix_xs_msgs/msg/JointGroupCommand", "interbotix_xs_msgs/msg/JointSingleCommand")
 SAFETY_KEYS = ("clamp", "step_limit", "non_finite", "bad_shape", "estop", "no_reference", "invalid_measured")
 
 
@@ -95,13 +92,13 @@ class SimSession:
             # and no tick is missed or doubled. The next physics tick waits until the simulator
             # has taken the commands of this one (they travel through DDS like on a robot).
             sim.tick_hooks.append(ex.step)
-            counted = [o.name for o in ex.embodiment.outputs if o.type in _TOPIC_OUTPUTS]
+            counted = sim.topic_outputs  # taken on topics, so countable per tick
             self._delivery_since: float | None = None
             self.late_deliveries = 0  # ticks that went on without all commands (never expected)
 
             def undelivered() -> bool:
-                sent = ex.commands.counters()
-                if all(sim.commands_received[n] >= sent[n]["sent"] for n in counted):
+                sent = ex.commands.sent_counts()  # checked every millisecond while held: no dicts of dicts
+                if all(sim.commands_received[n] >= sent[n] for n in counted):
                     self._delivery_since = None
                     return False
                 t = time.monotonic()

@@ -57,17 +57,26 @@ def test_bringup_stops_on_signal(sig, started_in_background):
         time.sleep(1.0)  # running: the control loop ticks, the policy waits for observations
         assert proc.poll() is None, out.text[-3000:]
         proc.send_signal(sig)
-        try:
-            rc = proc.wait(timeout=STOP_BOUND_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"still running {STOP_BOUND_S:g} s after {sig.name}:\n{out.text[-3000:]}")
+        rc = _exit_code(proc, out, STOP_BOUND_S, sig.name)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _reap(proc)
     text = out.text
     assert rc == 0, text[-3000:]
     assert "Traceback" not in text and "context is invalid" not in text, text[-3000:]
+
+
+def _exit_code(proc: subprocess.Popen, out, timeout: float, after: str) -> int:
+    """The process's return code once it exits within `timeout` s of `after`, else a test failure."""
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running {timeout:g} s after {after}:\n{out.text[-3000:]}")
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 ENDLESS_WARMUP = 1_000_000  # forward passes: the policy stays WARMING_UP for as long as the test runs
@@ -95,15 +104,10 @@ def test_bringup_stops_cleanly_while_the_policy_warms_up(tmp_path, how):
         if how != "duration":
             assert proc.poll() is None, out.text[-3000:]
             proc.send_signal(signal.SIGINT if how == "ctrl-c" else signal.SIGTERM)
-        try:
-            # The stop waits for the warm-up forward pass under way: a hang guard only.
-            rc = proc.wait(timeout=STOP_BOUND_S + 60)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"still running after the stop ({how}):\n{out.text[-3000:]}")
+        # The stop waits for the warm-up forward pass under way: a hang guard only.
+        rc = _exit_code(proc, out, STOP_BOUND_S + 60, how)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _reap(proc)
     text = out.text
     assert "policy ready" not in text, "the stop did not fall into the warm-up:\n" + text[-3000:]
     assert "terminate called" not in text and "Fatal Python error" not in text, text[-5000:]

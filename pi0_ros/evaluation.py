@@ -24,7 +24,9 @@ from pi0_ros import inference_settings as isettings
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embodiment", default="trossen_bimanual")
-    parser.add_argument("--task", default="pick_cube", help="pick_cube (target from seed), pick_red_cube, pick_blue_cube")
+    parser.add_argument("--task", default="pick_cube",
+                        help="pick_cube (target from seed), pick_red_cube, pick_blue_cube, stack_cube, stack_red_cube, "
+                             "stack_blue_cube")
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=1000, help="seed of the first episode (then +1 each)")
     parser.add_argument("--policy", choices=["pi0", "scripted"], default="pi0")

@@ -16,12 +16,14 @@ import time
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--embodiment", default="trossen_bimanual")
-    parser.add_argument("--task", default="pick_cube")
+    parser.add_argument("--task", default="pick_cube", help="pick_cube, stack_cube, ... (pi0_ros.sim.tasks.TASKS)")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode (+1 each)")
     parser.add_argument("--out", required=True, help="output folder (one bag directory per episode)")
     parser.add_argument("--storage", default="mcap", choices=["mcap", "sqlite3"])
-    parser.add_argument("--episode-time", type=float, default=4.6, help="s of sim time recorded per episode")
+    parser.add_argument("--episode-time", type=float, default=None,
+                        help="s of sim time recorded per episode (default: the task's demo_s, e.g. pick_cube 4.6, "
+                             "stack_cube 7.2: the expert's plan and a short hold)")
     parser.add_argument("--disturbance", type=float, default=0.0,
                         help="std (rad) of smooth random offsets on the simulated arm joint controllers while "
                              "the expert demonstrates (DART-style; the commands stay the expert's); 0 = off")
@@ -34,9 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     from pi0_ros.ros.recorder_node import RecorderNode
     from pi0_ros.ros.sim_session import SimSession
+    from pi0_ros.sim.tasks import make_task
 
     if args.disturbance < 0 or args.disturbance_tau <= 0:
         raise SystemExit("--disturbance must be >= 0 and --disturbance-tau > 0")
+    episode_time = args.episode_time if args.episode_time is not None else make_task(args.task).demo_s
     session = SimSession(args.embodiment, args.task, scripted=True, seed=args.seed,
                          extra={"sim": {"disturbance_std": args.disturbance, "disturbance_tau": args.disturbance_tau}})
     rec = RecorderNode(context=session.context, parameter_overrides=[
@@ -58,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                 if not started:  # first spin after the reset: the new scene is being published
                     started.append(rec.start_episode(s.sim.env.prompt))
 
-            r = session.run_episode(seed, max_time=args.episode_time, stop_on_success=False, on_step=on_step)
+            r = session.run_episode(seed, max_time=episode_time, stop_on_success=False, on_step=on_step)
             rec.stop_episode(r.success)
             results.append(r)
             print(f"episode {i + 1}/{args.episodes} seed {seed} '{r.prompt}': "

@@ -4,9 +4,11 @@
   objects, cameras) and bind them to an embodiment's dims.
 - :mod:`pi0_ros.sim.env`: :class:`SimEnv`, a stepping/rendering environment that speaks robot
   units (the embodiment YAML's joint names and gripper constants).
-- :mod:`pi0_ros.sim.tasks`: language-conditioned tasks (prompt -> target, success check).
+- :mod:`pi0_ros.sim.tasks`: language-conditioned tasks (prompt -> target, success check);
+  :mod:`pi0_ros.sim.stack_task`: the stacking task.
 - :mod:`pi0_ros.sim.expert`: scripted experts (IK waypoint planners) producing the same joint
-  position targets the chunk executor publishes.
+  position targets the chunk executor publishes (``make_expert``: the task's);
+  :mod:`pi0_ros.sim.stack_expert`: the stacking expert.
 - :mod:`pi0_ros.sim.bench`: simulation speed measurement.
 
 Headless rendering: ``MUJOCO_GL`` is chosen here if the user did not set it (EGL, else OSMesa),

@@ -11,6 +11,11 @@ values and the grasp heights (``Scene.pick``). Output: the embodiment's robot ve
 (n,) in robot units per tick at the control rate (grippers in the YAML's units), i.e. exactly
 what ``SimEnv.set_targets`` / the executor's Float64MultiArray commands carry. The plan is made
 once at reset (open loop), so it is deterministic given the episode seed.
+
+A plan is a list of :class:`Phase` segments (joint-space move, Cartesian line, hold; gripper
+ramp) that :func:`build_plan` turns into ticks; the stacking expert
+(pi0_ros.sim.stack_expert) adds its own phases after the same grasp, and :func:`make_expert`
+picks the expert by the env's task.
 """
 from __future__ import annotations
 
@@ -115,8 +120,93 @@ class PickTimeline:
     end: float = 4.2        # hold
 
 
+@dataclass(frozen=True, eq=False)
+class Phase:
+    """One segment of a scripted plan: the ticks with previous end < t <= ``end`` (s; the first
+    phase from t = 0, the last one also every tick after its end).
+
+    The arm moves in joint space (``joints`` = (from, to), (n_arm,) each), or its pinch site along a
+    Cartesian straight ``line`` ((from, to), (3,) each; IK warm-started from the previous tick) at
+    the current orientation or turning ``turn`` = (from, to) ((3, 3) each; the current one
+    afterwards), or holds. The gripper goes ``grip`` = (from, to) over the phase, or by
+    ``grip_until`` (s) and then holds there. Progress is smoothstepped."""
+
+    end: float
+    joints: tuple[np.ndarray, np.ndarray] | None = None
+    line: tuple[np.ndarray, np.ndarray] | None = None
+    turn: tuple[np.ndarray, np.ndarray] | None = None
+    grip: tuple[float, float] = (0.0, 0.0)
+    grip_until: float | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Grasp:
+    """The pick every cube expert starts with, planned from the reset state (world frame, m)."""
+
+    cube: np.ndarray        # (3,) target cube centre
+    anchor: np.ndarray      # (3,) the arm's first joint: where it reaches from
+    pre: np.ndarray         # (3,) pinch site at the pre-grasp
+    grasp: np.ndarray       # (3,) ... at the grasp
+    R: np.ndarray           # (3, 3) pinch-site orientation at the grasp
+    q_home: np.ndarray      # (n_arm,) the arm's home joints
+    q_pre: np.ndarray       # (n_arm,) ... at the pre-grasp
+    g_open: float           # gripper command, robot units
+    g_close: float
+    ik: ArmIK               # the arm's IK (scratch data)
+
+
+def slerp(Ra: np.ndarray, Rb: np.ndarray, s: float) -> np.ndarray:
+    """Rotation (3, 3) ``s`` of the way from ``Ra`` to ``Rb`` (about one fixed axis)."""
+    qa, qb, w, out = np.zeros(4), np.zeros(4), np.zeros(3), np.zeros(9)
+    mujoco.mju_mat2Quat(qa, np.ascontiguousarray(Ra, dtype=np.float64).reshape(-1))
+    mujoco.mju_mat2Quat(qb, np.ascontiguousarray(Rb, dtype=np.float64).reshape(-1))
+    mujoco.mju_subQuat(w, qb, qa)          # qa * exp(w) = qb
+    mujoco.mju_quatIntegrate(qa, w, s)     # qa * exp(s w)
+    mujoco.mju_quat2Mat(out, qa)
+    return out.reshape(3, 3)
+
+
+def build_plan(phases: list[Phase], home: np.ndarray, arm_idx: list[int], g_idx: int, ik: ArmIK,
+               R: np.ndarray, dt: float) -> tuple[np.ndarray, list[float]]:
+    """Robot vectors (T, n) at ``dt`` from ``phases`` (the other dims stay at ``home`` (n,)), and
+    the IK position errors (m) of its Cartesian ticks. T = round(last end / dt) + 1. ``R`` (3, 3):
+    the pinch site's orientation until a phase turns it."""
+    n = int(round(phases[-1].end / dt)) + 1
+    plan = np.tile(home, (n, 1))
+    errs: list[float] = []
+    q = home[arm_idx].copy()   # the arm's joints at the previous tick: IK's start
+    i = 0
+    for k in range(n):
+        t = k * dt
+        while i < len(phases) - 1 and t > phases[i].end:
+            i += 1
+        ph = phases[i]
+        t0 = phases[i - 1].end if i else 0.0
+        s = _smoothstep((t - t0) / (ph.end - t0))
+        if ph.joints is not None:
+            a, b = ph.joints
+            qa = a + s * (b - a)
+            q = b.copy()   # later phases start from the target, not from its smoothstepped approach
+        elif ph.line is not None:
+            a, b = ph.line
+            if ph.turn is not None:
+                R = slerp(*ph.turn, s)
+            q, err = ik.solve(a + s * (b - a), R, q)
+            errs.append(err)
+            qa = q
+        else:
+            qa = q
+        g0, g1 = ph.grip
+        sg = s if ph.grip_until is None else _smoothstep((t - t0) / (ph.grip_until - t0))
+        plan[k, arm_idx] = qa
+        plan[k, g_idx] = g0 + sg * (g1 - g0)
+    return plan, errs
+
+
 class PickCubeExpert:
     """Scripted top-down pick of the prompt's cube. ``act()`` -> robot vector (n,) per tick."""
+
+    timeline_class: type = PickTimeline
 
     def __init__(self, env: SimEnv, timeline: PickTimeline | None = None,
                  pregrasp_height: float | None = None, grasp_offset: float | None = None,
@@ -129,7 +219,7 @@ class PickCubeExpert:
         # range (ALOHA: 200/200 seeds), and a grasp that does not depend on the yaw spares the
         # imitating policy from reading a 4 cm cube's yaw off the pixels. On for the Franka hand.
         self.align_to_faces = geo.align_to_faces if align_to_faces is None else align_to_faces
-        self.timeline = timeline or PickTimeline()
+        self.timeline = timeline or self.timeline_class()
         self.pregrasp_height = geo.pregrasp_height if pregrasp_height is None else pregrasp_height
         self.grasp_offset = geo.grasp_offset if grasp_offset is None else grasp_offset  # pinch above cube centre (m)
         self.lift_height = geo.lift_height if lift_height is None else lift_height
@@ -183,7 +273,6 @@ class PickCubeExpert:
         base = env.data.xanchor[mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_JOINT, first.joint)].copy()
         pre = cube + np.array([0, 0, self.pregrasp_height + self.grasp_offset])
         grasp = cube + np.array([0, 0, self.grasp_offset])
-        lift = cube + np.array([0, 0, self.lift_height + self.grasp_offset])
 
         home = env.scene.home.copy()
         arm_idx = env.scene.arm_dims[src]
@@ -197,47 +286,40 @@ class PickCubeExpert:
         for turn in (0.0, math.pi):
             R_try = self._grasp_rotation(cube, cube_quat, base, turn)
             q_try, err = ik.solve(pre, R_try, q_home, iters=200)
-            key = (err > 1e-3, float(np.max(np.abs(q_try - q_home) / vmax)), err)
+            key = self.grasp_key(q_try, err, q_home, vmax, ik)
             if best is None or key < best[0]:
                 best = (key, R_try, q_try, err)
         _, R, q_pre, err = best
-        errs = [err]
         g_open = emb.dims[g_idx].open
         g_close = emb.to_robot(np.where(np.arange(emb.num_dims) == g_idx, self.close_to, 0.0))[g_idx]
-
-        tl = self.timeline
-        dt = emb.dt
-        n = int(round(tl.end / dt)) + 1
-        plan = np.tile(home, (n, 1))
-        q = q_pre.copy()
-        for k in range(n):
-            t = k * dt
-            grip = g_open
-            if t <= tl.reach:
-                qa = q_home + _smoothstep(t / tl.reach) * (q_pre - q_home)
-            elif t <= tl.descend:
-                s = _smoothstep((t - tl.reach) / (tl.descend - tl.reach))
-                q, err = ik.solve(pre + s * (grasp - pre), R, q)
-                errs.append(err)
-                qa = q
-            elif t <= tl.settle:
-                s = _smoothstep((t - tl.descend) / (tl.close - tl.descend))
-                grip = g_open + s * (g_close - g_open)
-                qa = q
-            else:
-                grip = g_close
-                s = _smoothstep((t - tl.settle) / (tl.lift - tl.settle))
-                if t <= tl.lift:
-                    q, err = ik.solve(grasp + s * (lift - grasp), R, q)
-                    errs.append(err)
-                qa = q
-            plan[k, arm_idx] = qa
-            plan[k, g_idx] = grip
+        g = Grasp(cube, base, pre, grasp, R, q_home, q_pre, g_open, g_close, ik)
+        plan, errs = build_plan(self.phases(g), home, arm_idx, g_idx, ik, R, emb.dt)
         # Never faster than the YAML's max_velocity (e.g. a slow gripper closing): the executor's
         # step limit would otherwise drag the command after the plan (a safety intervention).
         # 2 % under it, so that float rounding never makes a tick count as over the limit.
-        self.plan = rate_limit(plan, emb.max_velocity * dt * 0.98)
-        self.ik_error = float(max(errs))
+        self.plan = rate_limit(plan, emb.max_velocity * emb.dt * 0.98)
+        self.ik_error = float(max([err] + errs))
+
+    def grasp_key(self, q: np.ndarray, err: float, q_home: np.ndarray, vmax: np.ndarray, ik: ArmIK) -> tuple:
+        """Sort key (lowest first) of a pre-grasp candidate ``q`` (n_arm,) with IK error ``err``
+        (m): reaches, then gets there from ``q_home`` soonest at the joint velocities ``vmax``."""
+        return (err > 1e-3, float(np.max(np.abs(q - q_home) / vmax)), err)
+
+    def pick_phases(self, g: Grasp) -> list[Phase]:
+        """Reach the pre-grasp, descend, close and settle: the start of every cube expert's plan."""
+        tl = self.timeline
+        opened = (g.g_open, g.g_open)
+        return [Phase(tl.reach, joints=(g.q_home, g.q_pre), grip=opened),
+                Phase(tl.descend, line=(g.pre, g.grasp), grip=opened),
+                Phase(tl.settle, grip=(g.g_open, g.g_close), grip_until=tl.close)]
+
+    def phases(self, g: Grasp) -> list[Phase]:
+        """The pick, then lift straight up and hold."""
+        tl = self.timeline
+        closed = (g.g_close, g.g_close)
+        lift = g.cube + np.array([0, 0, self.lift_height + self.grasp_offset])
+        return self.pick_phases(g) + [Phase(tl.lift, line=(g.grasp, lift), grip=closed),
+                                      Phase(tl.end, grip=closed)]
 
     # ------------------------------------------------------------------ acting
     def act(self, tick: int | None = None) -> np.ndarray:
@@ -250,6 +332,19 @@ class PickCubeExpert:
         return len(self.plan) * self.env.embodiment.dt
 
 
+def make_expert(env: SimEnv, **kwargs) -> PickCubeExpert:
+    """The scripted expert for ``env.task`` (planned from the env's current state); ``kwargs``
+    go to its constructor. Chosen by the task's class, most specific first: robots never matter."""
+    from pi0_ros.sim.stack_expert import StackCubeExpert  # builds on this module
+    from pi0_ros.sim.stack_task import StackCubeTask
+    from pi0_ros.sim.tasks import PickCubeTask
+
+    for task_class, expert_class in ((StackCubeTask, StackCubeExpert), (PickCubeTask, PickCubeExpert)):
+        if isinstance(env.task, task_class):
+            return expert_class(env, **kwargs)
+    raise ValueError(f"no scripted expert for the task {type(env.task).__name__}")
+
+
 def run_episode(env: SimEnv, seed: int | None = None, target: str | None = None,
                 duration_s: float | None = None, render: bool = False, expert: PickCubeExpert | None = None,
                 callback=None) -> dict:
@@ -260,7 +355,7 @@ def run_episode(env: SimEnv, seed: int | None = None, target: str | None = None,
     Returns {success, reached, arm, ik_error, ticks, actions (T, n), states (T, n)}.
     """
     env.reset(seed, target=target)
-    expert = expert or PickCubeExpert(env)
+    expert = expert or make_expert(env)
     if expert.env is env:
         expert.reset()
     duration = duration_s if duration_s is not None else env.task.duration_s

@@ -120,6 +120,10 @@ class PickGeometry:
     grasp_offset: float = 0.012      # at the grasp
     pregrasp_height: float = 0.10    # pre-grasp: this much above the grasp, then straight down
     lift_height: float = 0.15        # lifted: this much above the grasp
+    # Placing a held cube on another one (stack expert, pi0_ros.sim.stack_expert):
+    place_clearance: float = 0.004   # released with its bottom this much above the other's top
+    carry_height: float = 0.06       # carried this much above the release pose, then straight down
+    retreat_height: float = 0.08     # after the release the open gripper rises this much
     # Fingers across the reach direction whatever the cube's yaw (False: a gripper whose closing
     # fingers turn the cube square, and an imitating policy need not read the yaw of a 4 cm cube),
     # or along the nearest pair of cube faces (True: narrow finger pads that would pinch corners).

@@ -14,7 +14,7 @@ import numpy as np
 
 from pi0_ros.policy import PolicyInput, PolicyOutput
 from pi0_ros.sim.env import SimEnv
-from pi0_ros.sim.expert import PickCubeExpert
+from pi0_ros.sim.expert import PickCubeExpert, make_expert
 
 
 class ScriptedPolicy:
@@ -36,7 +36,7 @@ class ScriptedPolicy:
             self._new_episode()
 
     def _new_episode(self) -> None:  # caller holds self._lock
-        self.expert = PickCubeExpert(self.env)
+        self.expert = make_expert(self.env)  # the task's expert
         self._episode_key = self.episode_start()
         self._plan_start = None
 

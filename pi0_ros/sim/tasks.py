@@ -4,7 +4,8 @@
 says which one to pick up ("pick up the red cube" / "pick up the blue cube"). Success: the
 target cube is lifted >= ``lift_height`` above its resting height while the other cube stays on
 the table. ``pick_red_cube`` / ``pick_blue_cube`` fix the target; plain ``pick_cube`` draws it
-from the episode seed.
+from the episode seed. ``stack_cube`` (pi0_ros.sim.stack_task) puts one of the same cubes on the
+other, on the same layouts.
 
 A task instance is stateful per episode (target, resting heights) and is reset by the env.
 """
@@ -49,6 +50,7 @@ class PickCubeTask:
     min_separation: float = 0.12        # centre distance between cubes
     yaw_range: float = math.pi / 4
     duration_s: float = 6.0             # episode length (sim seconds)
+    demo_s: float = 4.6                 # recorded demonstration length: the expert's plan (4.2 s) + a hold
     target: str = field(init=False, default="")
     rest_z: dict[str, float] = field(init=False, default_factory=dict)
 
@@ -56,13 +58,17 @@ class PickCubeTask:
     def objects(self) -> tuple[ObjectSpec, ...]:
         return tuple(ObjectSpec(cube_name(c), self.half_size, COLORS[c]) for c in self.colors)
 
+    def prompt_for(self, target: str) -> str:
+        """The prompt naming ``target`` (a colour) as the cube to act on."""
+        return pick_prompt(target)
+
     @property
     def prompt(self) -> str:
-        return pick_prompt(self.target)
+        return self.prompt_for(self.target)
 
     @property
     def prompts(self) -> list[str]:
-        return [pick_prompt(c) for c in self.colors]
+        return [self.prompt_for(c) for c in self.colors]
 
     @property
     def target_object(self) -> str:
@@ -83,7 +89,7 @@ class PickCubeTask:
         """A prompt naming another cube than the seed's, for the same layout (prompt-swap check)."""
         target = self.seed_target(seed)
         others = [c for c in self.colors if c != target]
-        return pick_prompt(others[seed % len(others)])
+        return self.prompt_for(others[seed % len(others)])
 
     def reset(self, env: "SimEnv", rng: np.random.Generator, target: str | None = None) -> None:
         """Choose the target and place the cubes (writes env.data.qpos; env calls mj_forward)."""
@@ -125,15 +131,19 @@ class PickCubeTask:
         return bool(d <= radius + self.half_size)
 
 
-TASKS = ("pick_cube", "pick_red_cube", "pick_blue_cube")
+TASKS = ("pick_cube", "pick_red_cube", "pick_blue_cube", "stack_cube", "stack_red_cube", "stack_blue_cube")
 
 
 def make_task(name: str | None = None) -> PickCubeTask:
-    """Task by name: pick_cube (target from seed), pick_red_cube, pick_blue_cube."""
+    """Task by name: pick_cube (target from seed), pick_red_cube, pick_blue_cube; stack_cube,
+    stack_red_cube, stack_blue_cube (pi0_ros.sim.stack_task; the colour is the cube moved)."""
+    from pi0_ros.sim.stack_task import StackCubeTask  # it builds on PickCubeTask
+
     name = name or "pick_cube"
-    if name == "pick_cube":
-        return PickCubeTask()
-    for c in COLORS:
-        if name == f"pick_{c}_cube":
-            return PickCubeTask(name=name, fixed_target=c)
+    for kind, cls in (("pick", PickCubeTask), ("stack", StackCubeTask)):
+        if name == f"{kind}_cube":
+            return cls()
+        for c in COLORS:
+            if name == f"{kind}_{c}_cube":
+                return cls(name=name, fixed_target=c)
     raise ValueError(f"unknown task '{name}'; known: {', '.join(TASKS)}")

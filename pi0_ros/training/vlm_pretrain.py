@@ -8,7 +8,8 @@ simulator's ground truth, before `pi0-ros train --init`:
 
 - images: the top camera (``base_0_rgb``) over random task layouts (``n_layouts`` seeds), the
   robot at home, rendered and preprocessed exactly as the policy sees them;
-- prompts: each image with the task's prompt for every cube;
+- prompts: each image with the task's prompt for every cube (the cube it names to act on: the
+  one picked, or the one moved onto the other);
 - target: the named cube's (x, y) and the other cubes' (x, y), scaled to [-1, 1] over the
   workspace;
 - head: a linear layer on the mean of the VLM's prefix states *before its last layer*. The
@@ -158,7 +159,7 @@ def pretrain(embodiment: str | list[str] = "trossen_bimanual", task: str = "pick
     from pi0_ros.model.pi0 import PI0Model
     from pi0_ros.model.tokenizer import tiny_tokenizer
     from pi0_ros.policy import save_policy_checkpoint
-    from pi0_ros.sim.tasks import pick_prompt
+    from pi0_ros.sim.tasks import make_task
     from pi0_ros.training.train import lr_factor
 
     if not out:
@@ -174,7 +175,8 @@ def pretrain(embodiment: str | list[str] = "trossen_bimanual", task: str = "pick
     t0 = time.perf_counter()
     images, pos, colors, half, group = render_layout_set(embodiments, task, n_layouts, holdout, layout_seed, S)
     render_s = time.perf_counter() - t0
-    prompts = [pick_prompt(c) for c in colors]
+    # The task's prompt naming each cube as the one to act on (pick_cube: picked, stack_cube: moved).
+    prompts = [make_task(task).prompt_for(c) for c in colors]
 
     torch.manual_seed(seed)
     model = PI0Model(config)

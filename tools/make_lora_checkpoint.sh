@@ -22,7 +22,8 @@
 # The result is merged (`pi0-ros merge-lora`) into WORK/lora/checkpoint, a plain checkpoint.
 #
 # Usage: tools/make_lora_checkpoint.sh [work_dir]        (default: outputs/proof, the full recipe's)
-#   env: STEPS, DART_STEPS, FINAL_STEPS, BATCH, LR, FINAL_LR, LORA_RANK, LORA_EXPERT_RANK, EVAL_EPISODES;
+#   env: STEPS, DART_STEPS, FINAL_STEPS, BATCH, LR, FINAL_LR, LORA_RANK, LORA_EXPERT_RANK, EVAL_EPISODES,
+#        EVALS (which of the evaluations run: default "eval eval_swapped eval_paper");
 #        those of tools/proof_data.sh (EPISODES, COLLECTORS, DART_EPISODES, PRETRAIN_*, *DOMAIN_BASE, PI0_ROS)
 #   The evaluations run on $ROS_DOMAIN_ID (EVAL_DOMAIN sets it).
 set -euo pipefail
@@ -37,6 +38,7 @@ FINAL_LR=${FINAL_LR:-1e-4}
 LORA_RANK=${LORA_RANK:-16}
 LORA_EXPERT_RANK=${LORA_EXPERT_RANK:-32}
 EVAL_EPISODES=${EVAL_EPISODES:-50}
+read -ra evals <<< "${EVALS:-eval eval_swapped eval_paper}"
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} MUJOCO_GL=${MUJOCO_GL:-egl}
 [ -n "${EVAL_DOMAIN:-}" ] && export ROS_DOMAIN_ID=$EVAL_DOMAIN
 read -ra pi0 <<< "${PI0_ROS:-$here/.venv/bin/pi0-ros}"
@@ -72,9 +74,15 @@ cp "$lora/train_final/loss.png" "$lora/checkpoint/"
 # 8. The full recipe's closed-loop evaluations, same flags and seeds (1000..), every setting explicit
 #    (the merged checkpoint has no inference.json: training writes none).
 ev=("${pi0[@]}" eval --checkpoint "$lora/checkpoint" --episodes "$EVAL_EPISODES" --seed 1000 --json)
-"${ev[@]}" --realtime-chunking --noise-scale 0 > "$lora/eval.json"
-"${ev[@]}" --realtime-chunking --noise-scale 0 --swap-prompt > "$lora/eval_swapped.json"
-"${ev[@]}" --no-realtime-chunking --noise-scale 1 > "$lora/eval_paper.json"
+for name in "${evals[@]}"; do
+  case $name in
+    eval) flags=(--realtime-chunking --noise-scale 0) ;;
+    eval_swapped) flags=(--realtime-chunking --noise-scale 0 --swap-prompt) ;;
+    eval_paper) flags=(--no-realtime-chunking --noise-scale 1) ;;
+    *) echo "make_lora_checkpoint.sh: unknown evaluation '$name' in EVALS" >&2; exit 2 ;;
+  esac
+  "${ev[@]}" "${flags[@]}" > "$lora/$name.json"
+done
 python3 - "$work" <<'EOF'
 import json, os, sys
 work = sys.argv[1]

@@ -68,7 +68,7 @@ def test_fsdp_refuses_lora(train_datasets, tiny_cfg, tmp_path, monkeypatch):
 
     # Two ranks as train() sees them, without starting any: the refusal is about the configuration.
 
-    monkeypatch.setattr(train_mod, "_dist_env", lambda: (0, 2, 0))
+    monkeypatch.setattr(train_mod, "dist_env", lambda: (0, 2, 0))
     monkeypatch.setattr(train_mod.dist, "is_initialized", lambda: True)
     with pytest.raises(ValueError, match="full fine-tuning"):
         train(tiny_cfg(train_datasets, tmp_path / "x", distributed="fsdp", lora=True))

@@ -1,5 +1,5 @@
-"""Several processes under torchrun: rank/world from the environment, the process group,
-FSDP2 sharding, and gathering a sharded model's full state."""
+"""Several processes under torchrun: rank/world from the environment, the process group, DDP,
+FSDP2 sharding (from rank 0's weights), and gathering a sharded model's full state."""
 from __future__ import annotations
 
 import os
@@ -51,6 +51,29 @@ def shard_fsdp2(model: torch.nn.Module, world: int, device: torch.device) -> tor
             for m in (a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp):
                 fully_shard(m, mesh=mesh)
     fully_shard(model, mesh=mesh)
+    return model
+
+
+def shard_fsdp2_from_rank0(model: torch.nn.Module, world: int, rank: int, device: torch.device) -> torch.nn.Module:
+    """shard_fsdp2 with rank 0's weights: rank 0 holds the model (loaded or drawn), every other rank
+    the same architecture on the meta device, so no rank but 0 ever holds the full weights (a 3.3B
+    fp32 model is 13 GB). After sharding, the other ranks allocate their (uninitialised) shards and
+    ``set_model_state_dict`` broadcasts rank 0's tensors one at a time; each rank keeps its slice.
+
+    A collective: every rank must call it."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    # Taken before sharding: the dict keeps rank 0's full tensors alive until they are broadcast.
+    full = model.state_dict() if rank == 0 else {}
+    shard_fsdp2(model, world, device)
+    if rank != 0:
+        model.to_empty(device=device)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    # Non-persistent buffers are not in the state dict, and to_empty left them uninitialised on the
+    # meta ranks: rank 0's are the ones its model computed. (PI0Model registers none today: the
+    # rotary angles are computed per call.)
+    for buffer in model.buffers():
+        dist.broadcast(buffer, src=0)
     return model
 
 

@@ -24,22 +24,29 @@ VISION_PREFIXES = ("paligemma_with_expert.paligemma.model.vision_tower.",
                    "paligemma_with_expert.paligemma.model.language_model.embed_tokens.")
 
 
-def build_model(cfg: TrainConfig, device: torch.device):
+def build_model(cfg: TrainConfig, device: torch.device, on_meta: bool = False):
     """(model, tokenizer) from --init or --preset: fp32, except a LoRA run in --precision bf16,
     whose frozen base is built directly in bf16 (a 3.3B fp32 copy alone would take 13 GB).
 
     --init of a LoRA adapter directory: its base (a LoRA run adds the adapters in setup_lora and
-    starts them from the directory's), or base + adapters merged (full fine-tuning)."""
-    from pi0_ros.model.checkpoint import load_checkpoint
+    starts them from the directory's), or base + adapters merged (full fine-tuning).
+
+    on_meta: the same architecture on the meta device, no weights read or drawn (only config.json
+    and the tokenizer): an FSDP2 rank other than 0, whose shards rank 0 fills after sharding
+    (distributed.shard_fsdp2_from_rank0)."""
+    from pi0_ros.model.checkpoint import load_checkpoint, load_config
     from pi0_ros.model.config import get_preset
     from pi0_ros.model.pi0 import PI0Model
     from pi0_ros.model.tokenizer import TOKENIZER_FILENAME, PromptTokenizer, tiny_tokenizer
-    from pi0_ros.training.lora import is_adapter_dir, load_base, load_lora_model
+    from pi0_ros.training.lora import base_path, is_adapter_dir, load_base, load_lora_model
 
     bf16_base = cfg.lora and cfg.precision == "bf16"
     if cfg.init:
         dtype = torch.bfloat16 if bf16_base else torch.float32
-        if not is_adapter_dir(cfg.init):
+        if on_meta:  # a merged adapter directory has its base's architecture
+            arch = base_path(cfg.init) if is_adapter_dir(cfg.init) else cfg.init
+            model = PI0Model(load_config(arch, dtype=dtype), device="meta")
+        elif not is_adapter_dir(cfg.init):
             model = load_checkpoint(cfg.init, device=str(device), dtype=dtype)
         elif cfg.lora:
             model = load_base(cfg.init, device=str(device), dtype=dtype)
@@ -62,7 +69,7 @@ def build_model(cfg: TrainConfig, device: torch.device):
         config = get_preset(cfg.preset, **overrides)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            model = PI0Model(config, device=device)
+            model = PI0Model(config, device="meta" if on_meta else device)
         tokenizer = tiny_tokenizer(max_len=config.max_token_len)
     model.train()
     return model, tokenizer

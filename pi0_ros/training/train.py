@@ -29,10 +29,12 @@ Recipe (openpi's pi0 fine-tuning defaults unless said):
   ``--distributed ddp`` (default): DistributedDataParallel, every rank holds the model and
   gradients are all-reduced in buckets while backward runs; ``--distributed fsdp``: FSDP2
   (``torch.distributed.fsdp.fully_shard``) shards weights, gradients and optimizer state across
-  ranks, for full fine-tuning of models that do not fit one GPU. Both average gradients over
-  ranks; the loss is the global-batch mean (divided by the global element count) times the
-  number of ranks, so the result is the single-process one. Checkpoints are written by rank 0
-  as one plain model.safetensors (FSDP2 gathers the full state first): no conversion step.
+  ranks, for full fine-tuning of models that do not fit one GPU; only rank 0 reads (or draws) the
+  weights, the other ranks start on the meta device and receive their shards from it. Both
+  average gradients over ranks; the loss is the global-batch mean (divided by the global element
+  count) times the number of ranks, so the result is the single-process one. Checkpoints are
+  written by rank 0 as one plain model.safetensors (FSDP2 gathers the full state first): no
+  conversion step.
   FSDP2's optimizer state is saved in full, keyed by parameter name (``get_optimizer_state_dict``),
   and --resume splits it into the shards again (``set_optimizer_state_dict``,
   ``load_optimizer_state``): resuming gives the uninterrupted run's result, as for one process.
@@ -67,7 +69,7 @@ from pi0_ros.data.dataset import Pi0Dataset
 from pi0_ros.training.checkpointing import latest_checkpoint, resume_train_state, save_training_checkpoint
 from pi0_ros.training.data import StepBatches, combined_norm_stats, delta_mask, mapping_for, model_inputs
 from pi0_ros.training.distributed import (
-    DISTRIBUTED, dist_env, full_state, shard_fsdp2, start_process_group, wrap_ddp,
+    DISTRIBUTED, dist_env, full_state, shard_fsdp2_from_rank0, start_process_group, wrap_ddp,
 )
 from pi0_ros.training.lora import PROJECTIONS, LoraSettings
 from pi0_ros.training.model_setup import (
@@ -193,7 +195,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: int) -> dict[str, Any]:
     from pi0_ros.model.checkpoint import load_checkpoint
 
-    model, tokenizer = build_model(cfg, device)
+    if cfg.freeze_vlm and cfg.freeze_vision:
+        raise ValueError("freeze_vlm already freezes the vision tower: give one of freeze_vlm, freeze_vision")
+    fsdp = world > 1 and cfg.distributed == "fsdp"
+    if cfg.distributed not in DISTRIBUTED:
+        raise ValueError(f"--distributed must be one of {DISTRIBUTED}, got {cfg.distributed!r}")
+    if fsdp and cfg.lora:
+        raise ValueError("--distributed fsdp is for full fine-tuning; a LoRA run fits one GPU: use ddp")
+    # FSDP2: only rank 0 reads (or draws) the weights; the others build on the meta device and
+    # receive their shards from rank 0 (shard_fsdp2_from_rank0).
+    on_meta = fsdp and rank != 0
+    model, tokenizer = build_model(cfg, device, on_meta=on_meta)
     config = model.config
     datasets = [Pi0Dataset(d, chunk_size=config.chunk_size, convention="model", mapping=mapping_for(d, cfg.dataset_map))
                 for d in cfg.datasets]
@@ -211,16 +223,9 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
 
     start_step = 0
     ckpt = latest_checkpoint(out) if cfg.resume else None
-    if ckpt is not None and not cfg.lora:
+    if ckpt is not None and not cfg.lora and not on_meta:
         model.load_state_dict(load_checkpoint(ckpt, device=str(device), dtype=torch.float32).state_dict())
         model.train()
-    if cfg.freeze_vlm and cfg.freeze_vision:
-        raise ValueError("freeze_vlm already freezes the vision tower: give one of freeze_vlm, freeze_vision")
-    fsdp = world > 1 and cfg.distributed == "fsdp"
-    if cfg.distributed not in DISTRIBUTED:
-        raise ValueError(f"--distributed must be one of {DISTRIBUTED}, got {cfg.distributed!r}")
-    if fsdp and cfg.lora:
-        raise ValueError("--distributed fsdp is for full fine-tuning; a LoRA run fits one GPU: use ddp")
     peft_model, base = None, None
     if cfg.lora:
         if cfg.freeze_vision:
@@ -236,7 +241,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         model.set_gradient_checkpointing(True)
     engine: torch.nn.Module = model  # what forward (= the loss) is called on
     if world > 1 and fsdp:
-        engine = shard_fsdp2(model, world, device)
+        engine = shard_fsdp2_from_rank0(model, world, rank, device)
         params = [p for p in model.parameters() if p.requires_grad]  # now sharded DTensors
     elif world > 1:
         engine = wrap_ddp(model, device)

@@ -72,9 +72,8 @@ def measure(preset: str, batch_size: int, lora: bool = False, cameras: int = 3, 
     from pi0_ros.model.inputs import ModelInputs
     from pi0_ros.model.pi0 import PI0Model
     from pi0_ros.training.lora import LoraSettings, apply_lora
-    from pi0_ros.training.train import (
-        TrainConfig, autocast_for, make_optimizer, masked_loss, sample_time, step_generator, trainable_parameters,
-    )
+    from pi0_ros.training.model_setup import autocast_for, make_optimizer, trainable_parameters
+    from pi0_ros.training.train import TrainConfig, masked_loss, sample_time, step_generator
 
     rss_start = _rss_bytes()  # Python + torch + our code: not part of the training step
     torch.manual_seed(seed)

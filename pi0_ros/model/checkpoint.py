@@ -156,6 +156,26 @@ def normalize_keys(keys: list[str]) -> dict[str, str | None]:
     return mapping
 
 
+def load_config(directory: str | Path, dtype: torch.dtype | None = None) -> PI0Config:
+    """The PI0Config of a checkpoint directory (its config.json); ``dtype`` as in load_checkpoint."""
+    config_path = Path(directory) / CONFIG_NAME
+    if not config_path.is_file():
+        raise CheckpointError(f"checkpoint {directory}: missing {CONFIG_NAME}")
+    try:
+        raw = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{config_path}: cannot read JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_path}: expected a JSON object")
+    config = config_from_dict(raw)
+    if dtype is not None:
+        names = {v: k for k, v in TORCH_DTYPES.items()}
+        if dtype not in names:
+            raise CheckpointError(f"unsupported dtype {dtype}; use one of {list(TORCH_DTYPES.values())}")
+        config = config.replace(dtype=names[dtype])
+    return config
+
+
 def load_checkpoint(
     directory: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = None
 ) -> PI0Model:
@@ -170,18 +190,7 @@ def load_checkpoint(
     for path in (config_path, weights_path):
         if not path.is_file():
             raise CheckpointError(f"checkpoint {directory}: missing {path.name}")
-    try:
-        raw = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{config_path}: cannot read JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{config_path}: expected a JSON object")
-    config = config_from_dict(raw)
-    if dtype is not None:
-        names = {v: k for k, v in TORCH_DTYPES.items()}
-        if dtype not in names:
-            raise CheckpointError(f"unsupported dtype {dtype}; use one of {list(TORCH_DTYPES.values())}")
-        config = config.replace(dtype=names[dtype])
+    config = load_config(directory, dtype)
 
     model = PI0Model(config, device="meta")
     expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}

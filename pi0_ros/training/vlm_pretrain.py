@@ -160,7 +160,7 @@ def pretrain(embodiment: str | list[str] = "trossen_bimanual", task: str = "pick
     from pi0_ros.model.tokenizer import tiny_tokenizer
     from pi0_ros.policy import save_policy_checkpoint
     from pi0_ros.sim.tasks import make_task
-    from pi0_ros.training.train import lr_factor
+    from pi0_ros.training.model_setup import lr_factor
 
     if not out:
         raise ValueError("out is required")

@@ -1,5 +1,6 @@
 """PyTorch's distributed engines on CPU: DDP and FSDP2 with 2 gloo ranks equal the single-process run,
-and --resume of a two-rank run (and across engines) equals the uninterrupted run."""
+FSDP2 reads the weights on rank 0 only, and --resume of a two-rank run (and across engines) equals the
+uninterrupted run."""
 from __future__ import annotations
 
 import os
@@ -22,18 +23,34 @@ def _worker(rank: int, world: int, port: int, cfg: TrainConfig, results) -> None
                      "start_step": s["start_step"], "end_step": s["end_step"]}
 
 
+def _worker_counting_loads(rank: int, world: int, port: int, cfg: TrainConfig, results) -> None:
+    """_worker, recording the directories this rank's load_checkpoint calls read the full weights of."""
+    import pi0_ros.model.checkpoint as checkpoint
+
+    loads: list[str] = []
+    load = checkpoint.load_checkpoint
+
+    def spy(directory, *args, **kwargs):
+        loads.append(str(directory))
+        return load(directory, *args, **kwargs)
+
+    checkpoint.load_checkpoint = spy  # build_model imports it at call time
+    _worker(rank, world, port, cfg, results)
+    results[rank] = {**results[rank], "loads": loads}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def run_two_ranks(cfg: TrainConfig) -> dict[int, dict]:
+def run_two_ranks(cfg: TrainConfig, worker=_worker) -> dict[int, dict]:
     import torch.multiprocessing as mp
 
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_worker, args=(2, _free_port(), cfg, results), nprocs=2, join=True)
+        mp.spawn(worker, args=(2, _free_port(), cfg, results), nprocs=2, join=True)
         return dict(results)
 
 
@@ -63,12 +80,31 @@ def test_two_gloo_ranks_equal_the_single_process_run(train_datasets, tiny_cfg, t
     assert policy.chunk_size == 4
 
 
+@pytest.mark.slow
+def test_fsdp2_init_reads_the_checkpoint_on_rank_0_only(train_datasets, tiny_cfg, tmp_path):
+    """--init under FSDP2: rank 1 builds on the meta device and gets its shards from rank 0, and the
+    run equals the single-process one from the same checkpoint (rank 1's weights and buffers are right)."""
+    init = train(tiny_cfg(train_datasets, tmp_path / "init", steps=1))["checkpoint"]
+
+    def from_init(out, **kw):  # --init: the checkpoint keeps its chunk size and cameras
+        return tiny_cfg(train_datasets, tmp_path / out, preset=None, init=init, chunk_size=None, num_cameras=None,
+                        **kw)
+
+    r = run_two_ranks(from_init("fsdp", distributed="fsdp"), worker=_worker_counting_loads)
+    single = train(from_init("single"))
+    assert r[0]["loads"] == [init] and r[1]["loads"] == []
+    assert r[0]["digest"] == r[1]["digest"] and r[0]["losses"] == r[1]["losses"]
+    assert r[0]["losses"] == pytest.approx(single["losses"], rel=1e-5)
+    _same_weights(tmp_path / "fsdp" / "checkpoints" / "step_000003", tmp_path / "single" / "checkpoints" / "step_000003",
+                  atol=2e-5)
+
+
 def test_fsdp_refuses_lora(train_datasets, tiny_cfg, tmp_path, monkeypatch):
     from pi0_ros.training import train as train_mod
 
     # Two ranks as train() sees them, without starting any: the refusal is about the configuration.
 
-    monkeypatch.setattr(train_mod, "_dist_env", lambda: (0, 2, 0))
+    monkeypatch.setattr(train_mod, "dist_env", lambda: (0, 2, 0))
     monkeypatch.setattr(train_mod.dist, "is_initialized", lambda: True)
     with pytest.raises(ValueError, match="full fine-tuning"):
         train(tiny_cfg(train_datasets, tmp_path / "x", distributed="fsdp", lora=True))

@@ -16,10 +16,9 @@ from pi0_ros.data.bag2dataset import convert
 from pi0_ros.data.dataset import Pi0Dataset
 from pi0_ros.data.synthetic import write_synthetic_bag
 from pi0_ros.model.normalize import load_norm_stats
-from pi0_ros.training.train import (
-    FROZEN_PREFIX, StepBatches, TrainConfig, combined_norm_stats, lr_factor, mixture_weights, sample_time,
-    step_generator, train,
-)
+from pi0_ros.training.data import StepBatches, combined_norm_stats, mixture_weights
+from pi0_ros.training.model_setup import FROZEN_PREFIX, lr_factor
+from pi0_ros.training.train import TrainConfig, sample_time, step_generator, train
 
 EMB = "ur5e"
 
@@ -71,7 +70,8 @@ def test_batches_are_deterministic_and_masked(datasets):
 
 def eval_loss(model, tokenizer, cfg: TrainConfig, n_batches: int = 4) -> float:
     """Masked loss over fixed batches with fixed noise and time (a low-variance yardstick)."""
-    from pi0_ros.training.train import masked_loss, model_inputs
+    from pi0_ros.training.data import model_inputs
+    from pi0_ros.training.train import masked_loss
 
     ds = [Pi0Dataset(d, chunk_size=model.config.chunk_size) for d in cfg.datasets]
     batches = StepBatches(ds, combined_norm_stats(ds, model.config.action_dim), 8, 0, 1, 1234, model.config.action_dim,
@@ -91,7 +91,7 @@ def eval_loss(model, tokenizer, cfg: TrainConfig, n_batches: int = 4) -> float:
 @pytest.mark.slow
 def test_loss_decreases(datasets, tmp_path):
     from pi0_ros.model.checkpoint import load_checkpoint
-    from pi0_ros.training.train import build_model
+    from pi0_ros.training.model_setup import build_model
 
     cfg = tiny_cfg(datasets[:1], tmp_path / "run", steps=60, batch_size=4, lr=5e-3, warmup=4)
     init, tokenizer = build_model(cfg, torch.device("cpu"))
@@ -150,7 +150,7 @@ def test_freeze_vlm_trains_only_the_expert(datasets, tmp_path):
 
     s = train(tiny_cfg(datasets, tmp_path / "frozen", steps=2, freeze_vlm=True))
     assert s["trainable_parameters"] < s["parameters"]
-    from pi0_ros.training.train import build_model
+    from pi0_ros.training.model_setup import build_model
     init, _ = build_model(tiny_cfg(datasets, tmp_path / "x"), torch.device("cpu"))
     trained = load_checkpoint(tmp_path / "frozen" / "checkpoints" / "step_000002")
     before, after = init.state_dict(), trained.state_dict()
@@ -161,7 +161,7 @@ def test_freeze_vlm_trains_only_the_expert(datasets, tmp_path):
 
 def test_freeze_vision_trains_the_vlm_layers_but_not_the_image_encoder(datasets, tmp_path):
     from pi0_ros.model.checkpoint import load_checkpoint
-    from pi0_ros.training.train import VISION_PREFIXES, build_model, loss_unused_prefixes
+    from pi0_ros.training.model_setup import VISION_PREFIXES, build_model, loss_unused_prefixes
 
     s = train(tiny_cfg(datasets, tmp_path / "fv", steps=2, freeze_vision=True))
     init, _ = build_model(tiny_cfg(datasets, tmp_path / "x"), torch.device("cpu"))

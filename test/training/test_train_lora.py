@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from pi0_ros.cli import main as cli_main
-from pi0_ros.training.train import build_model, train
+from pi0_ros.training.model_setup import build_model
+from pi0_ros.training.train import train
 
 SIGLIP = "paligemma_with_expert.paligemma.model.vision_tower."
 

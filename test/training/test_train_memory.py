@@ -64,7 +64,7 @@ def test_bf16_autocast_is_close_to_fp32(train_datasets, tiny_cfg, tmp_path):
 def test_bf16_frozen_weights_fused_optimizer_and_checkpointing(train_datasets, tiny_cfg, tmp_path):
     from pi0_ros.model.checkpoint import load_checkpoint
     from pi0_ros.policy import Policy
-    from pi0_ros.training.train import VISION_PREFIXES, build_model, store_frozen_in_bf16, trainable_parameters
+    from pi0_ros.training.model_setup import VISION_PREFIXES, build_model, store_frozen_in_bf16, trainable_parameters
 
     cfg = tiny_cfg(train_datasets, tmp_path / "mix", steps=2, precision="bf16", freeze_vision=True,
                    grad_checkpoint=True, optimizer="adamw-fused")

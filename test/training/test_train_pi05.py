@@ -11,7 +11,9 @@ from pi0_ros.cli import main as cli_main
 from pi0_ros.data.bag2dataset import convert
 from pi0_ros.data.synthetic import write_synthetic_bag
 from pi0_ros.model.tokenizer import pi05_prompt
-from pi0_ros.training.train import StepBatches, TrainConfig, build_model, combined_norm_stats, model_inputs, train
+from pi0_ros.training.data import StepBatches, combined_norm_stats, model_inputs
+from pi0_ros.training.model_setup import build_model
+from pi0_ros.training.train import TrainConfig, train
 
 EMB = "ur5e"
 

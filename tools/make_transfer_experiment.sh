@@ -46,8 +46,10 @@ read -ra python <<< "${PYTHON:-$here/.venv/bin/python}"
 for ckpt in "$MULTI" "$GROUNDED"; do
   [ -f "$ckpt/model.safetensors" ] || { echo "make_transfer_experiment.sh: no checkpoint at $ckpt" >&2; exit 2; }
 done
-if ((DEMO_SEED < 5000 && DEMO_SEED + COLLECTORS * DEMO_EPISODES > 1000)); then
-  echo "make_transfer_experiment.sh: demonstration seeds must stay clear of the evaluation seeds 1000-1049" >&2
+# A seed decides the layout for every task, so no demonstration may share an evaluation seed.
+if ((DEMO_SEED < 1000 + EVAL_EPISODES && DEMO_SEED + COLLECTORS * DEMO_EPISODES > 1000)); then
+  echo "make_transfer_experiment.sh: demonstration seeds must stay clear of the evaluation seeds" \
+    "1000-$((1000 + EVAL_EPISODES - 1))" >&2
   exit 2
 fi
 mkdir -p "$work"

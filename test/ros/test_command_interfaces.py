@@ -49,7 +49,9 @@ def setup(graph, path, **sim_params):
     node = graph.add(Node("cmd", context=graph.context, parameter_overrides=[Parameter("use_sim_time", value=True)]))
     faults: list[tuple[str, str]] = []
     pubs = CommandPublishers(node, emb, dry_run=False, on_fault=lambda name, reason: faults.append((name, reason)))
-    assert graph.wait_for(lambda: now(node) > 0.2, 10)  # /clock arrives: the executor keeps sim time
+    # /clock arrives: the executor keeps sim time. A liveness bound, not a timing claim: under load
+    # (three real-time collectors beside the suite, load average 20) the first 0.2 s of sim time took over 10 s.
+    assert graph.wait_for(lambda: now(node) > 0.2, 30)
     return emb, sim, node, pubs, faults
 
 

@@ -3,7 +3,7 @@
 #   For each robot (ALOHA = trossen_bimanual, UR5e, Franka): scripted demonstrations recorded through
 #   the ROS pipeline into rosbags, clean and with the simulated arms pushed off course (DART-style),
 #   converted to datasets (tools/proof_data.sh with EMBODIMENT, its own work subdir and seeds) -> one
-#   VLM grounding over all three robots' top cameras (pretrain-vlm --embodiment ...) -> ONE model trained
+#   VLM grounding over all three robots' top cameras, continued from ALOHA's (pretrain-vlm --init) -> ONE model trained
 #   on every dataset in each stage (the stages of tools/make_demo_checkpoint.sh): actions padded to the
 #   model's 32 dims, per-embodiment norm stats under each asset id, datasets mixed n^0.43 (pi0_ros/
 #   training/train.py) -> closed-loop evaluation of each robot through the ROS nodes, and with the prompt
@@ -15,7 +15,8 @@
 #               ~95 min for three (UR5e/Franka assumed as fast as ALOHA: ~6.8 s wall per episode;
 #               their collect_*.json wall_s tells).
 #   conversion  a few minutes per robot.
-#   grounding   6000 layouts (2000 per robot), 2000 steps: ~12 min (ALOHA: 4000 layouts, 1500 steps, 8.3 min).
+#   grounding   ALOHA's (4000 layouts, 1500 steps, 8.3 min), then from it 6000 layouts (2000 per robot),
+#               2000 steps: ~20 min.
 #   training    (15000 + 9000 + 10000) steps x ~0.22 s/step at batch 32 = ~125 min
 #               (the ALOHA recipe: 23000 steps, ~91 min).
 #   evaluation  6 x 50 episodes in real time (each robot, and with the prompt swapped): ~60 min.
@@ -26,7 +27,8 @@
 # Usage: tools/make_multirobot_checkpoint.sh [work_dir]
 #   env: ROBOTS (default "trossen_bimanual ur5e franka"), OUT (checkpoint directory, default
 #        checkpoints/pi0_sim_multi_pick_cube), EPISODES (per collector), COLLECTORS, DART_EPISODES,
-#        PRETRAIN_LAYOUTS, PRETRAIN_STEPS, STEPS, DART_STEPS, FINAL_STEPS, BATCH, LR, FINAL_LR, SAVE_EVERY,
+#        PRETRAIN_LAYOUTS, PRETRAIN_STEPS (the grounding over all robots), FIRST_PRETRAIN_LAYOUTS,
+#        FIRST_PRETRAIN_STEPS (the first robot's grounding it starts from), STEPS, DART_STEPS, FINAL_STEPS, BATCH, LR, FINAL_LR, SAVE_EVERY,
 #        EVAL_EPISODES; DOMAIN_BASE, DART_DOMAIN_BASE (collectors' ROS domains, base + i; the robots
 #        collect one after the other), EVAL_DOMAIN (ROS domain of the evaluations), PI0_ROS (the pi0-ros command),
 #        PYTHON (the venv's python, for the last step)
@@ -39,6 +41,8 @@ OUT=${OUT:-$here/checkpoints/pi0_sim_multi_pick_cube}
 export EPISODES=${EPISODES:-80} COLLECTORS=${COLLECTORS:-3} DART_EPISODES=${DART_EPISODES:-100}
 PRETRAIN_LAYOUTS=${PRETRAIN_LAYOUTS:-6000}
 PRETRAIN_STEPS=${PRETRAIN_STEPS:-2000}
+FIRST_PRETRAIN_LAYOUTS=${FIRST_PRETRAIN_LAYOUTS:-4000}
+FIRST_PRETRAIN_STEPS=${FIRST_PRETRAIN_STEPS:-1500}
 STEPS=${STEPS:-15000}
 DART_STEPS=${DART_STEPS:-9000}
 FINAL_STEPS=${FINAL_STEPS:-10000}
@@ -61,9 +65,18 @@ for k in "${!robots[@]}"; do
   EMBODIMENT=$r SEED_BASE=$base PRETRAIN_LAYOUTS=0 "$here/tools/proof_data.sh" "$work/$r"
   datasets+=("$work/$r/dataset") datasets_dart+=("$work/$r/dataset_dart") datasets_dart2+=("$work/$r/dataset_dart2")
 done
-# 3. One VLM grounding: the layouts split evenly across the robots, each its own scene and top camera.
+# 3. One VLM grounding, in two steps. (a) The first robot's alone: the ALOHA recipe's own grounding
+#    (tools/proof_data.sh's defaults: 4000 layouts, 1500 steps, seed 0); a finished one can be linked in as
+#    $work/pretrain_first. (b) From it, all robots: the layouts split evenly, each its own scene and top
+#    camera. Straight from random weights, (b) stayed at the mean prediction for 1700 of 2000 steps (loss
+#    0.35, 13 cm): the UR5e's and Franka's cubes span ~4 px of their 112 px top-camera image, half of
+#    ALOHA's, and the mixture starved the signal ALOHA's grounding breaks through on (at ~300 steps alone).
+[ -f "$work/pretrain_first/model.safetensors" ] || "${pi0[@]}" pretrain-vlm --embodiment "${robots[0]}" \
+  --out "$work/pretrain_first" --layouts "$FIRST_PRETRAIN_LAYOUTS" --steps "$FIRST_PRETRAIN_STEPS" --seed 0 \
+  > "$work/pretrain_first.json"
 [ -f "$work/pretrain/model.safetensors" ] || "${pi0[@]}" pretrain-vlm --embodiment "${robots[@]}" \
-  --out "$work/pretrain" --layouts "$PRETRAIN_LAYOUTS" --steps "$PRETRAIN_STEPS" --seed 0 > "$work/pretrain.json"
+  --init "$work/pretrain_first" --out "$work/pretrain" --layouts "$PRETRAIN_LAYOUTS" --steps "$PRETRAIN_STEPS" \
+  --seed 0 > "$work/pretrain.json"
 # 4-6. ONE model, every robot's datasets in each stage (seed 0): the action expert on the clean
 #    demonstrations (VLM frozen), then clean + first pushed batch, then all three with the VLM's
 #    transformer layers training too (vision tower and prompt embedding frozen).

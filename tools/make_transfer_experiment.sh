@@ -21,7 +21,8 @@
 # Usage: tools/make_transfer_experiment.sh [work_dir]     (default outputs/transfer)
 #   env: ROBOT (default ur5e), TASK (stack_cube), NS ("10 30"), MULTI, GROUNDED, DEMO_SEED (5000),
 #        COLLECTORS (2), DEMO_EPISODES (per collector, 40), STEPS (3000), BATCH (32), LR (3e-4),
-#        EVAL_EPISODES (50), DOMAIN_BASE (collectors' ROS domains, base + i), EVAL_DOMAIN, PI0_ROS, PYTHON
+#        EVAL_EPISODES (50), DOMAIN_BASE (collectors' ROS domains, base + i), EVAL_DOMAIN, PI0_ROS, PYTHON,
+#        DATA_ONLY (1: only steps 1-2, which need no checkpoint, e.g. while the multi-robot one trains)
 # Every step whose output is in the work dir already is skipped; training resumes.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,7 +44,9 @@ EVAL_DOMAIN=${EVAL_DOMAIN:-${ROS_DOMAIN_ID:-0}}
 export ROS_AUTOMATIC_DISCOVERY_RANGE=${ROS_AUTOMATIC_DISCOVERY_RANGE:-LOCALHOST} MUJOCO_GL=${MUJOCO_GL:-egl}
 read -ra pi0 <<< "${PI0_ROS:-$here/.venv/bin/pi0-ros}"
 read -ra python <<< "${PYTHON:-$here/.venv/bin/python}"
+DATA_ONLY=${DATA_ONLY:-0}
 for ckpt in "$MULTI" "$GROUNDED"; do
+  [ "$DATA_ONLY" = 1 ] && break
   [ -f "$ckpt/model.safetensors" ] || { echo "make_transfer_experiment.sh: no checkpoint at $ckpt" >&2; exit 2; }
 done
 # A seed decides the layout for every task, so no demonstration may share an evaluation seed.
@@ -83,6 +86,7 @@ PY
   "${pi0[@]}" bag2dataset "${bags[@]}" --embodiment "$ROBOT" --out "$work/dataset_$n" --success-only --quiet \
     > "$work/bag2dataset_$n.json"
 done
+[ "$DATA_ONLY" = 1 ] && exit 0
 # 3-4. Per N: (a) from the multi-robot checkpoint, (b) from the grounded initialisation; then eval.
 last() { ls -d "$1"/checkpoints/step_* | sort | tail -1; }
 for n in "${ns[@]}"; do

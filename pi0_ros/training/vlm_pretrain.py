@@ -149,24 +149,30 @@ def batch_inputs(images: np.ndarray, prompts: list[str], tokenizer, action_dim: 
 
 def pretrain(embodiment: str | list[str] = "trossen_bimanual", task: str = "pick_cube", preset: str = "sim", out: str = "",
              n_layouts: int = 4000, holdout: int = 200, steps: int = 1500, batch_size: int = 64, lr: float = 1e-3,
-             warmup: int = 100, seed: int = 0, log_every: int = 100, layout_seed: int = 100_000) -> dict[str, Any]:
+             warmup: int = 100, seed: int = 0, log_every: int = 100, layout_seed: int = 100_000,
+             init: str = "") -> dict[str, Any]:
     """Train the probe; save a π0 checkpoint to ``out``. Returns the held-out errors (cm).
 
     ``embodiment``: one name, or several: the layouts (and held-out layouts) are split evenly across them
     (:func:`render_layout_set`), one grounded initialisation for all. With one, the result is the same as
-    before several were possible (same seeds, same order)."""
+    before several were possible (same seeds, same order).
+
+    ``init``: a checkpoint to continue from (e.g. an earlier grounding, to add robots to it) instead of
+    ``preset``'s random weights; the probe's head starts fresh either way."""
+    from pi0_ros.model.checkpoint import load_checkpoint
     from pi0_ros.model.config import get_preset
     from pi0_ros.model.pi0 import PI0Model
-    from pi0_ros.model.tokenizer import tiny_tokenizer
+    from pi0_ros.model.tokenizer import TOKENIZER_FILENAME, PromptTokenizer, tiny_tokenizer
     from pi0_ros.policy import save_policy_checkpoint
     from pi0_ros.sim.tasks import make_task
     from pi0_ros.training.model_setup import lr_factor
 
     if not out:
         raise ValueError("out is required")
-    config = get_preset(preset, dtype="float32")
+    source = f"checkpoint {init}" if init else f"preset {preset!r}"
+    config = load_checkpoint(init, dtype=torch.float32).config if init else get_preset(preset, dtype="float32")
     if config.num_cameras != 1 or config.camera_names[0] != "base_0_rgb":
-        raise ValueError(f"preset {preset!r}: pretrain-vlm expects a single base_0_rgb camera")
+        raise ValueError(f"{source}: pretrain-vlm expects a single base_0_rgb camera")
     S = config.vision.image_size
     # Layout seeds far from the demonstration (0..) and evaluation (1000..) seeds.
     embodiments = [embodiment] if isinstance(embodiment, str) else list(embodiment)
@@ -179,8 +185,12 @@ def pretrain(embodiment: str | list[str] = "trossen_bimanual", task: str = "pick
     prompts = [make_task(task).prompt_for(c) for c in colors]
 
     torch.manual_seed(seed)
-    model = PI0Model(config)
-    tokenizer = tiny_tokenizer(max_len=config.max_token_len)
+    if init:
+        model = load_checkpoint(init, dtype=torch.float32)
+        tokenizer = PromptTokenizer(Path(init) / TOKENIZER_FILENAME, max_len=config.max_token_len)
+    else:
+        model = PI0Model(config)
+        tokenizer = tiny_tokenizer(max_len=config.max_token_len)
     probe = LocalisationProbe(model, len(colors))
     prefixes = tuple(f"model.paligemma_with_expert.paligemma.model.{m}"
                      for m in ("vision_tower", "multi_modal_projector", "language_model")) + ("head",)
@@ -229,7 +239,7 @@ def pretrain(embodiment: str | list[str] = "trossen_bimanual", task: str = "pick
     by_embodiment = {e: errors_cm(test_idx[group[test_idx] == j]) for j, e in enumerate(embodiments)
                      if len(embodiments) > 1 and (group[test_idx] == j).any()}
     save_policy_checkpoint((model, tokenizer), out)
-    summary = {"out": str(out), "embodiments": embodiments, "layouts": n_layouts, "holdout": holdout, "steps": steps,
+    summary = {"out": str(out), "init": init or None, "embodiments": embodiments, "layouts": n_layouts, "holdout": holdout, "steps": steps,
                "render_s": round(render_s, 1), "train_s": round(train_s, 1), "final": log[-1] if log else None,
                **({"final_by_embodiment": by_embodiment} if by_embodiment else {}), "log": log}
     (Path(out) / "pretrain_vlm.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -248,12 +258,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", default="", help="continue from this checkpoint (e.g. an earlier grounding, to add "
+                                                   "robots to it) instead of --preset's random weights")
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     embodiment = args.embodiment[0] if len(args.embodiment) == 1 else list(args.embodiment)
     summary = pretrain(embodiment, args.task, args.preset, args.out, n_layouts=args.layouts, steps=args.steps,
-                       batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed, init=args.init)
     print(json.dumps({k: v for k, v in summary.items() if k != "log"}, indent=2))
     return 0 if math.isfinite(summary["final"]["loss"]) else 1

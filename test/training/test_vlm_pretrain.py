@@ -78,3 +78,21 @@ def test_pretrain_splits_the_layouts_across_embodiments(tmp_path) -> None:
     assert summary["embodiments"] == ["trossen_bimanual", "ur5e"]
     assert set(summary["final_by_embodiment"]) == {"trossen_bimanual", "ur5e"}
     assert load_checkpoint(out, dtype=torch.float32) is not None
+
+
+def test_pretrain_continues_from_an_init_checkpoint(tmp_path) -> None:
+    """--init: the grounding starts from that checkpoint's weights (e.g. to add robots to an earlier
+    grounding), not from the preset's random ones; its tokenizer comes along."""
+    first = tmp_path / "first"
+    pretrain(out=str(first), n_layouts=4, holdout=2, steps=2, batch_size=4, seed=1)
+    out = tmp_path / "more"
+    summary = pretrain(["trossen_bimanual", "ur5e"], out=str(out), n_layouts=4, holdout=2, steps=1, batch_size=4,
+                       lr=0.0, seed=0, init=str(first))
+    assert summary["init"] == str(first)
+    before = load_checkpoint(first, dtype=torch.float32).state_dict()
+    after = load_checkpoint(out, dtype=torch.float32).state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before)   # lr 0: nothing moved off the init
+    torch.manual_seed(0)
+    fresh = PI0Model(get_preset("sim", dtype="float32")).state_dict()
+    assert any(not torch.equal(after[k], fresh[k]) for k in fresh)  # not the seed's random weights
+    assert (out / "tokenizer.model").read_bytes() == (first / "tokenizer.model").read_bytes()

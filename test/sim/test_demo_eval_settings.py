@@ -14,6 +14,7 @@ from pi0_ros.ros import demo
 
 pytestmark = pytest.mark.ros
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints" / "pi0_sim_aloha_pick_cube"
+MULTI = SHIPPED.parent / "pi0_sim_multi_pick_cube"
 
 
 def _demo_args(*argv: str) -> argparse.Namespace:
@@ -22,14 +23,17 @@ def _demo_args(*argv: str) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
-def test_only_aloha_ships_a_checkpoint():
+def test_each_demo_robot_ships_a_checkpoint():
     assert demo.default_checkpoint("trossen_bimanual") == str(SHIPPED)
-    assert demo.default_checkpoint("ur5e") is None and demo.default_checkpoint("franka") is None
+    assert demo.default_checkpoint("ur5e") == demo.default_checkpoint("franka") == str(MULTI)
+    # The multi-robot checkpoint holds each robot's norm stats and the settings it was validated with.
+    assert {p.name for p in (MULTI / "assets").iterdir()} >= {"trossen", "ur5e", "franka"}
+    validated = json.loads((MULTI / "inference.json").read_text())["validated"]["embodiments"]
+    assert set(validated) == {"trossen_bimanual", "ur5e", "franka"}
+    assert demo.default_checkpoint("no_such_robot") is None
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["--embodiment", "ur5e"], r"no trained pi0 checkpoint ships for ur5e yet.*--checkpoint DIR.*--checkpoint ''"),
-    (["--embodiment", "franka"], "no trained pi0 checkpoint ships for franka yet"),
     (["--embodiment", "franka", "--policy", "scripted"], "scripted expert picks cubes on trossen_bimanual only"),
     (["--embodiment", "ur5"], "no simulated robot 'ur5'; choose one of trossen_bimanual, ur5e, franka"),
     (["--noise-scale", "2"], "noise_scale must be a number within"),

@@ -99,9 +99,10 @@ for n in "${ns[@]}"; do
         --lr "$LR" --warmup 200 --batch-size "$BATCH" --seed 0 --save-every 1000 --log-every 50 --delta-actions \
         --resume > "$run.json.tmp" && mv "$run.json.tmp" "$run.json"
     fi
-    [ -f "$work/eval_${init}_$n.json" ] || ROS_DOMAIN_ID=$EVAL_DOMAIN "${pi0[@]}" eval --checkpoint "$(last "$run")" \
+    ev=$work/eval_${init}_$n.json   # written whole or not at all, so a rerun never skips a broken one
+    [ -f "$ev" ] || { ROS_DOMAIN_ID=$EVAL_DOMAIN "${pi0[@]}" eval --checkpoint "$(last "$run")" \
       --embodiment "$ROBOT" --task "$TASK" --episodes "$EVAL_EPISODES" --seed 1000 --realtime-chunking \
-      --noise-scale 0 --json > "$work/eval_${init}_$n.json"
+      --noise-scale 0 --json > "$ev.tmp" && mv "$ev.tmp" "$ev"; }
   done
 done
 # 5. The curve.
@@ -113,8 +114,9 @@ print(f"{task} on {robot}: closed-loop success on unseen layouts (seeds 1000..) 
 print(f"{'N':>4} {'(a) multi-robot init':>22} {'(b) grounded init':>20}")
 for n in ns:
     e = {i: json.load(open(os.path.join(work, f"eval_{i}_{n}.json"))) for i in ("multi", "grounded")}
-    rows[n] = {i: {"success_rate": r["success_rate"], "successes": r["successes"], "episodes": r["episodes"]}
-               for i, r in e.items()}
+    # reached_*: the gripper came within grasp range of the red (named) cube / of the blue one
+    rows[n] = {i: {k: r[k] for k in ("success_rate", "successes", "episodes", "reached_target_rate",
+                                     "reached_other_rate")} for i, r in e.items()}
     print(f"{n:>4} " + " ".join(f"{r['successes']:>14}/{r['episodes']:<3} {r['success_rate']:>4.0%}"
                                  for r in e.values()))
 json.dump({"robot": robot, "task": task, "curve": rows}, open(os.path.join(work, "results.json"), "w"), indent=1)

@@ -114,7 +114,7 @@ print(f"{task} on {robot}: closed-loop success on unseen layouts (seeds 1000..) 
 print(f"{'N':>4} {'(a) multi-robot init':>22} {'(b) grounded init':>20}")
 for n in ns:
     e = {i: json.load(open(os.path.join(work, f"eval_{i}_{n}.json"))) for i in ("multi", "grounded")}
-    # reached_*: the gripper came within grasp range of the red (named) cube / of the blue one
+    # reached_*: a gripper touched the cube the prompt moves / the other one
     rows[n] = {i: {k: r[k] for k in ("success_rate", "successes", "episodes", "reached_target_rate",
                                      "reached_other_rate")} for i, r in e.items()}
     print(f"{n:>4} " + " ".join(f"{r['successes']:>14}/{r['episodes']:<3} {r['success_rate']:>4.0%}"

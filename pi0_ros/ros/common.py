@@ -87,6 +87,12 @@ def run_node(node_class: type, args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # Ctrl-C shuts the context down from rclpy's signal handler; a callback the executor had
+        # already taken (a timer's publish) then fails with RCLError "publisher's context is
+        # invalid". That is the stop the user asked for, not a crash: only a live context re-raises.
+        if rclpy.ok():
+            raise
     finally:
         node.destroy_node()
         rclpy.try_shutdown()

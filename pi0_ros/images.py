@@ -3,7 +3,9 @@
 The nodes pass a sensor_msgs/Image's fields (or a CompressedImage's bytes) here and get an
 RGB uint8 array (H, W, 3). Supported encodings: rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3
 (taken as bgr8, OpenCV's default), mono16, 16UC1 (scaled to 8 bit), rgb16, bgr16. Also the
-model's aspect-preserving `resize_with_pad` (torch-free, so the observation node needs no torch).
+model's aspect-preserving `resize_with_pad` (torch-free, so the observation node needs no torch),
+and a camera's region of interest (`crop_region`), applied before it wherever a camera image
+becomes a model image: the observation node, bag -> dataset conversion and VLM grounding renders.
 """
 from __future__ import annotations
 
@@ -97,6 +99,45 @@ def _check_rgb_uint8(img: np.ndarray, name: str = "image") -> None:
         raise ValueError(f"{name}: expected dtype uint8, got {img.dtype}")
     if img.shape[0] < 1 or img.shape[1] < 1:
         raise ValueError(f"{name}: empty image of shape {img.shape}")
+
+
+Crop = tuple[float, float, float, float]  # (top, left, height, width) as fractions of the image
+
+
+def check_crop(crop: object, name: str = "crop") -> Crop:
+    """Validate a region of interest [top, left, height, width] (fractions of the image's height
+    and width); return it as a tuple of floats. Raises ValueError saying what is wrong."""
+    if not isinstance(crop, (list, tuple)) or len(crop) != 4:
+        raise ValueError(f"{name}: expected [top, left, height, width] as fractions of the image, got {crop!r}")
+    try:
+        top, left, h, w = (float(v) for v in crop)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected four numbers [top, left, height, width], got {crop!r}") from None
+    if not all(np.isfinite((top, left, h, w))):
+        raise ValueError(f"{name}: values must be finite, got {crop!r}")
+    if top < 0 or left < 0 or h <= 0 or w <= 0 or top + h > 1 + 1e-9 or left + w > 1 + 1e-9:
+        raise ValueError(f"{name}: [top, left, height, width] = {crop!r} must satisfy 0 <= top, 0 <= left, "
+                         "0 < height, 0 < width, top + height <= 1 and left + width <= 1 (fractions of the image)")
+    return top, left, h, w
+
+
+def crop_region(img: np.ndarray, crop: Crop | None) -> np.ndarray:
+    """The region of interest of an (H, W, 3) image (a view, no copy); `crop` = (top, left,
+    height, width) as fractions of H and W (see `check_crop`), None = the whole image.
+
+    Fractions rather than pixels, so one setting serves the camera's native frames (e.g. 640x480
+    on the robot) and the 224x224 frames stored in datasets alike. Rows and columns are rounded to
+    the nearest pixel; the region is at least 1x1.
+    """
+    if crop is None:
+        return img
+    top, left, h, w = crop
+    rows, cols = img.shape[:2]
+    r0 = min(rows - 1, int(round(top * rows)))
+    c0 = min(cols - 1, int(round(left * cols)))
+    r1 = min(rows, r0 + max(1, int(round(h * rows))))
+    c1 = min(cols, c0 + max(1, int(round(w * cols))))
+    return img[r0:r1, c0:c1]
 
 
 def resized_shape(cur_height: int, cur_width: int, height: int, width: int) -> tuple[int, int]:

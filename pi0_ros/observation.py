@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pi0_ros.images import resize_with_pad
+from pi0_ros.images import crop_region, resize_with_pad
 from pi0_ros.joint_merge import JointMerge
 from pi0_ros.robots.embodiment import Embodiment, JointStateError
 from pi0_ros.sync import ApproximateTimeSync, InputSpec, StaleInput
@@ -333,7 +333,7 @@ class ObservationAssembler:
             cached = self._resized.get(cam.slot)
             if cached is None or cached[0] != stamp:
                 size = self.config.image_size
-                cached = (stamp, resize_with_pad(res.payloads[name], size, size))
+                cached = (stamp, resize_with_pad(crop_region(res.payloads[name], cam.crop), size, size))
                 self._resized[cam.slot] = cached
             images[cam.slot] = cached[1]
             valid[cam.slot] = True

@@ -10,3 +10,23 @@ if "ROS_DOMAIN_ID" not in os.environ:
 
     os.environ["ROS_DOMAIN_ID"] = str(free_domain_id(seed=os.getpid()))
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+import pytest  # noqa: E402
+
+UR5E_CROP = [0.2, 0.25, 0.5, 0.5]
+
+
+@pytest.fixture(scope="session")
+def cropped_ur5e(tmp_path_factory) -> str:
+    """Path of config/embodiments/ur5e.yaml with a region of interest on its top camera
+    (cameras.base_0_rgb.crop = UR5E_CROP; the shipped YAMLs crop nothing)."""
+    import yaml
+
+    from pi0_ros.robots.embodiment import embodiments_dir
+
+    spec = yaml.safe_load((embodiments_dir() / "ur5e.yaml").read_text())
+    spec["cameras"]["base_0_rgb"]["crop"] = UR5E_CROP
+    p = tmp_path_factory.mktemp("embodiments") / "ur5e.yaml"
+    p.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return str(p)

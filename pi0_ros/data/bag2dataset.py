@@ -951,6 +951,9 @@ class DatasetWriter:
             "units": "robot (joints rad, grippers driver units, base m/s rad/s); norm_stats.json is in model convention",
             "dims": [{"name": d.name, "kind": d.kind, "slot": d.slot, "open": d.open, "closed": d.closed} for d in self.emb.dims],
             "cameras": {image_key(s): s for s in self.slots},
+            # The view each camera was converted with (pi0_ros.camera_views): the policy node checks
+            # the checkpoint trained on these against the embodiment's cameras.<slot>.crop.
+            "camera_crops": {c.slot: None if c.crop is None else list(c.crop) for c in self.emb.cameras},
             "state": "observation.state",
             "action": "action",
             "image_size": IMAGE_SIZE,
@@ -978,7 +981,10 @@ def write_tasks(path: Path, tasks: list[str]) -> None:
 
 def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index: list[tuple[int, EpisodePlan]],
                          emb: Embodiment, progress: bool = True) -> None:
-    """Pass 2: decode the chosen camera messages once, resize_with_pad to 224, write the files."""
+    """Pass 2: decode the chosen camera messages once, crop each to its camera's region of interest
+    (the embodiment's cameras.<slot>.crop, as the observation node does), resize_with_pad to 224,
+    write the files."""
+    from pi0_ros.images import crop_region
     from pi0_ros.model.preprocess import resize_with_pad
 
     targets: dict[str, dict[int, list[tuple[int, int]]]] = {c.slot: defaultdict(list) for c in emb.cameras}
@@ -987,6 +993,7 @@ def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index
             for k, o in enumerate(ords):
                 targets[slot][int(o)].append((ep, k))
     topic_slot = {c.topic: c.slot for c in emb.cameras}
+    crops = {c.slot: c.crop for c in emb.cameras}
     total = sum(len(v) for v in targets.values())
     with Reader(bag_path) as reader:
         store = bagio.typestore(reader.connections)
@@ -1004,7 +1011,7 @@ def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index
                 rgb = _decode(store, conn.msgtype, raw)
             except Exception as e:  # noqa: BLE001
                 raise ConversionError(f"{bag_path}: topic {conn.topic}: message {o}: cannot decode image: {e}") from e
-            small = resize_with_pad(rgb, IMAGE_SIZE, IMAGE_SIZE)
+            small = resize_with_pad(crop_region(rgb, crops[slot]), IMAGE_SIZE, IMAGE_SIZE)
             enc = None
             for ep, k in sorted(dests):
                 enc = writer.add_image(slot, ep, k, small, enc)

@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
+from pi0_ros.camera_views import parse_crops
 from pi0_ros.model.normalize import NormStats, load_norm_stats
 
 NUMERIC_COLUMNS = ("observation.state", "action", "episode_index", "frame_index", "index", "task_index")
@@ -156,6 +157,12 @@ class Pi0Dataset(Dataset):
         if not cams:  # default: every image/video feature, its slot the key's last part
             cams = {k: k.removeprefix("observation.images.") for k, f in feats.items() if f.get("dtype") in ("image", "video")}
         self.camera_keys: dict[str, str] = {slot: key for key, slot in cams.items()}   # slot -> feature key
+        # slot -> the region of interest it was converted with; None: not recorded (foreign datasets)
+        raw_crops = meta.get("camera_crops")
+        try:
+            self.camera_crops = None if raw_crops is None else parse_crops(raw_crops, f"{self.root}/meta/{PI0_META}")
+        except ValueError as e:
+            raise DatasetFormatError(str(e)) from None
         self.slots_available = list(self.camera_keys)
         self.camera_slots = list(camera_slots) if camera_slots is not None else self.slots_available
         unknown = sorted(set(self.camera_slots) - set(self.slots_available))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pi0_ros.images import check_crop
 from pi0_ros.paths import config_dir
 
 CAMERA_SLOTS: tuple[str, ...] = ("base_0_rgb", "left_wrist_0_rgb", "right_wrist_0_rgb")
@@ -107,6 +108,9 @@ class Camera:
     slot: str              # model camera slot (CAMERA_SLOTS)
     topic: str
     compressed: bool = False  # sensor_msgs/CompressedImage instead of Image
+    # Region of interest (top, left, height, width) as fractions of the frame, cut out before the
+    # resize to the model's input (pi0_ros.images.crop_region); None = the whole frame.
+    crop: tuple[float, float, float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -370,7 +374,13 @@ def parse_embodiment(data: Any, source: str = "<dict>") -> Embodiment:
         if slot not in CAMERA_SLOTS:
             raise fail(f"cameras.{slot}", f"unknown camera slot; use one of {CAMERA_SLOTS}")
         topic = req(spec, "topic", f"cameras.{slot}.", str)
-        cameras.append(Camera(slot=slot, topic=topic, compressed=bool(spec.get("compressed", False))))
+        crop = spec.get("crop")
+        if crop is not None:
+            try:
+                crop = check_crop(crop, f"cameras.{slot}.crop")
+            except ValueError as e:
+                raise EmbodimentError(f"{source}: {e}") from None
+        cameras.append(Camera(slot=slot, topic=topic, compressed=bool(spec.get("compressed", False)), crop=crop))
 
     raw_dims = data.get("dims")
     if not isinstance(raw_dims, list) or not raw_dims:

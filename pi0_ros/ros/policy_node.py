@@ -26,6 +26,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
+from pi0_ros import camera_views
 from pi0_ros import inference_settings as isettings
 from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
@@ -105,6 +106,13 @@ class PolicyNode(Node):
         if p["backend"] not in ("local", "remote"):
             raise ValueError(f"backend must be 'local' or 'remote', got '{p['backend']}'")
         remote = p["backend"] == "remote"
+        if p["checkpoint"] and not remote and policy is None:
+            # Before the (slow) model load: a checkpoint trained on other camera views than this
+            # embodiment's crops would run on images it never saw.
+            emb = load_embodiment(p["embodiment"])
+            asset = p["asset_id"] or emb.asset_id
+            camera_views.check(camera_views.load_for(p["checkpoint"], asset), emb,
+                               f"checkpoint {p['checkpoint']} (asset {asset})")
         self.inference = self._inference_settings(p, remote, policy)
         threads = isettings.inference_threads(p["torch_threads"], os.cpu_count())  # why: see there
         if threads is not None and not remote:

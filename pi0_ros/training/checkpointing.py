@@ -38,10 +38,13 @@ def save_training_checkpoint(out: Path, step: int, model, tokenizer, norm: dict[
                              optimizer_state: dict[str, Any], scheduler, cfg: TrainConfig,
                              delta: dict[str, np.ndarray] | None = None,
                              model_state: dict[str, torch.Tensor] | None = None,
-                             lora: tuple[Any, Path] | None = None) -> Path:
+                             lora: tuple[Any, Path] | None = None,
+                             camera_crops: dict[str, dict] | None = None) -> Path:
     """OUT/checkpoints/step_N: a policy directory + train_state/. model_state: the full weights
     when ``model`` is sharded (FSDP2); lora: (PeftModel, base checkpoint) to write an adapter
-    directory instead of full weights."""
+    directory instead of full weights; camera_crops: asset_id -> the camera views its datasets were
+    converted with (assets/<asset_id>/camera_views.json, pi0_ros.camera_views)."""
+    from pi0_ros import camera_views
     from pi0_ros.model.normalize import save_norm_stats
     from pi0_ros.policy import ASSETS_DIRNAME, save_delta_mask, save_policy_checkpoint
     from pi0_ros.training.lora import save_adapter
@@ -65,6 +68,8 @@ def save_training_checkpoint(out: Path, step: int, model, tokenizer, norm: dict[
         save_norm_stats(tmp / ASSETS_DIRNAME / a, norm[a])
     for a, m in (delta or {}).items():
         save_delta_mask(tmp / ASSETS_DIRNAME / a, m)
+    for a, crops in (camera_crops or {}).items():
+        camera_views.save(tmp / ASSETS_DIRNAME / a, crops)
     ts = tmp / TRAIN_STATE
     ts.mkdir()
     torch.save(optimizer_state, ts / "optimizer.pt")

@@ -66,6 +66,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from pi0_ros.data.dataset import Pi0Dataset
+from pi0_ros import camera_views
 from pi0_ros.training.checkpointing import latest_checkpoint, resume_train_state, save_training_checkpoint
 from pi0_ros.training.data import StepBatches, combined_norm_stats, delta_mask, mapping_for, model_inputs
 from pi0_ros.training.distributed import (
@@ -214,6 +215,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         if extra:
             logger.warning("%s: camera slot(s) %s are not among the model's %s: ignored", d.root, extra, list(config.camera_names))
     norm = combined_norm_stats(datasets, config.action_dim, cfg.delta_actions)
+    crops = camera_views.crops_by_asset(datasets)  # before any step: conflicting views fail here
     delta = {}
     if cfg.delta_actions:
         for d in datasets:
@@ -321,7 +323,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         if save and rank == 0:
             last_ckpt = save_training_checkpoint(
                 out, done, model, tokenizer, norm, optim_state if fsdp else optimizer.state_dict(), scheduler, cfg,
-                delta, model_state=model_state, lora=(peft_model, base) if cfg.lora else None)
+                delta, model_state=model_state, lora=(peft_model, base) if cfg.lora else None, camera_crops=crops)
             write_plot(out)
         if save and world > 1:
             dist.barrier()

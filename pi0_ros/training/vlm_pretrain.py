@@ -44,6 +44,7 @@ def render_layouts(embodiment: str, task: str, n_layouts: int, seed: int, image_
                    slot: str = "base_0_rgb") -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """Images (n, S, S, 3) uint8 of ``slot`` as the policy sees it, cube (x, y) per colour
     ((n, 2) in [-1, 1] over the workspace) and the colours."""
+    from pi0_ros.images import crop_region
     from pi0_ros.model.preprocess import resize_with_pad
     from pi0_ros.sim.env import SimEnv
     from pi0_ros.sim.tasks import cube_name
@@ -53,11 +54,12 @@ def render_layouts(embodiment: str, task: str, n_layouts: int, seed: int, image_
         colors = list(env.task.colors)
         (x0, x1), (y0, y1) = env.scene.workspace
         lo, hi = np.array([x0, y0]), np.array([x1, y1])
+        crop = next((c.crop for c in env.embodiment.cameras if c.slot == slot), None)
         images = np.zeros((n_layouts, image_size, image_size, 3), dtype=np.uint8)
         pos = {c: np.zeros((n_layouts, 2), dtype=np.float32) for c in colors}
         for i in range(n_layouts):
             env.reset(seed + i)
-            images[i] = resize_with_pad(env.render([slot])[slot], image_size, image_size)
+            images[i] = resize_with_pad(crop_region(env.render([slot])[slot], crop), image_size, image_size)
             for c in colors:
                 xy = env.object_position(cube_name(c))[:2]
                 pos[c][i] = 2.0 * (xy - lo) / (hi - lo) - 1.0

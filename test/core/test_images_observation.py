@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pi0_ros.images import ImageDecodeError, decode_compressed, decode_raw, encode_compressed
+from pi0_ros.images import ImageDecodeError, check_crop, crop_region, decode_compressed, decode_raw, encode_compressed
 from pi0_ros.observation import ObservationAssembler, ObservationConfig
 from pi0_ros.robots.embodiment import JointStateError, load_embodiment
 
@@ -60,6 +60,56 @@ def test_compressed_round_trip_and_garbage():
         decode_compressed(b"not a jpeg")
     with pytest.raises(ImageDecodeError):
         decode_compressed(b"")
+
+
+# ---------------------------------------------------------------- region of interest
+def test_crop_region_takes_fractions_of_any_frame_size():
+    img = np.arange(480 * 640 * 3, dtype=np.uint32).reshape(480, 640, 3).astype(np.uint8)
+    roi = crop_region(img, (0.25, 0.5, 0.5, 0.25))
+    assert roi.shape == (240, 160, 3) and np.shares_memory(roi, img)
+    np.testing.assert_array_equal(roi, img[120:360, 320:480])
+    assert crop_region(img, None) is img
+    assert crop_region(img[:3, :3], (0.0, 0.0, 0.01, 0.01)).shape == (1, 1, 3)  # never empty
+
+
+@pytest.mark.parametrize("crop, words", [
+    ([0.5, 0.5, 0.6, 0.1], "top + height <= 1"),
+    ([0.0, 0.0, 0.0, 0.5], "0 < height"),
+    ([-0.1, 0.0, 0.5, 0.5], "0 <= top"),
+    ([0.0, 0.0, float("nan"), 0.5], "finite"),
+    ([0.0, 0.0, 0.5], "[top, left, height, width]"),
+    ("0 0 1 1", "[top, left, height, width]"),
+    ([0.0, "a", 0.5, 0.5], "four numbers"),
+])
+def test_bad_crop_says_what_is_wrong(crop, words):
+    with pytest.raises(ValueError, match="cam.crop") as err:
+        check_crop(crop, "cam.crop")
+    assert words in str(err.value)
+
+
+def test_observation_shows_only_the_cameras_region_of_interest(cropped_ur5e):
+    """A top camera's crop (cameras.base_0_rgb.crop) is cut out before the resize."""
+    emb = load_embodiment(cropped_ur5e)
+    cam = next(c for c in emb.cameras if c.slot == "base_0_rgb")
+    assert cam.crop is not None
+    frame = np.zeros((480, 640, 3), np.uint8)
+    roi = crop_region(frame, cam.crop)
+    roi[...] = 200                      # inside the region: grey; outside: black
+    roi[roi.shape[0] // 2, :] = (255, 0, 0)   # a red row through its middle
+    asm = ObservationAssembler(emb)
+    feed(asm, emb, 10.0)
+    asm.add_image("base_0_rgb", 10.0, frame)
+    img = asm.assemble(10.05).observation.images["base_0_rgb"]
+    # A square region of a 4:3 frame is 1.33:1 wide: padded rows top and bottom, no black beside.
+    h = round(224 * roi.shape[0] / roi.shape[1])
+    top = (224 - h) // 2
+    assert (img[top + 2: top + h - 2, :] > 0).all(axis=-1).all()
+    assert img[:top - 1].max() == 0 and img[top + h + 1:].max() == 0
+    assert (img[top + h // 2 - 1: top + h // 2 + 2, :, 0] > 200).any(axis=0).all()
+    # The wrist camera has no crop: its whole frame.
+    full = np.full((48, 64, 3), 100, np.uint8)
+    asm.add_image("left_wrist_0_rgb", 10.0, full)
+    assert asm.assemble(10.05).observation.images["left_wrist_0_rgb"][112, 0].tolist() == [100] * 3
 
 
 # ---------------------------------------------------------------- observation assembly

@@ -13,7 +13,9 @@ from pi0_ros.cli import main as cli_main
 from pi0_ros.data.bag2dataset import ConversionError, convert
 from pi0_ros.data.dataset import Pi0Dataset
 from pi0_ros.data.synthetic import LATENCY_NS, LEAD, T0_NS, robot_state, synthetic_image, write_synthetic_bag
+from pi0_ros.images import crop_region
 from pi0_ros.model.normalize import load_norm_stats
+from pi0_ros.observation import ObservationAssembler
 from pi0_ros.model.preprocess import resize_with_pad
 from pi0_ros.robots.embodiment import embodiments_dir, load_embodiment
 
@@ -32,9 +34,10 @@ def two_bags(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def dataset_dir(two_bags, tmp_path_factory):
+def dataset_dir(two_bags, tmp_path_factory, cropped_ur5e):
+    # Converted with a region of interest on the top camera (ur5e.yaml + cameras.base_0_rgb.crop).
     out = tmp_path_factory.mktemp("ds") / "ds"
-    summary = convert([two_bags], EMB, out, progress=False)
+    summary = convert([two_bags], cropped_ur5e, out, progress=False)
     assert summary["action_source"] == "commands"
     return out
 
@@ -78,8 +81,8 @@ def test_layout_and_info(dataset_dir):
     assert not (dataset_dir / "images").exists()
 
 
-def test_state_actions_and_images_are_synchronised(dataset_dir):
-    emb = load_embodiment(EMB)
+def test_state_actions_and_images_are_synchronised(dataset_dir, cropped_ur5e):
+    emb = load_embodiment(cropped_ur5e)
     ds = Pi0Dataset(dataset_dir, chunk_size=10, convention="robot")
     eps = pq.read_table(dataset_dir / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()
     for seed, e in enumerate(eps):
@@ -94,10 +97,14 @@ def test_state_actions_and_images_are_synchronised(dataset_dir):
         # Dims of action outputs (ur5e's GripperCommand gripper) have no command topic: the next state.
         act = [i for o in emb.outputs if o.is_action for i in o.indices]
         np.testing.assert_allclose(ds.action_robot[rows][:-1, act], ds.state_robot[rows][1:, act], atol=1e-6)
-        # Images: nearest 10 Hz camera frame, resized with pad (jpeg: loose tolerance).
+        # Images: nearest 10 Hz camera frame, cut to the camera's region of interest
+        # (cameras.base_0_rgb.crop), resized with pad (jpeg: loose tolerance).
         k = e["dataset_from_index"] + 7
         t_cam = np.round(t[7] * 10) / 10
-        want = resize_with_pad(synthetic_image(robot_state(emb, np.array([t_cam]), seed)[0]), 224, 224)
+        crop = next(c.crop for c in emb.cameras if c.slot == "base_0_rgb")
+        assert crop is not None
+        frame = synthetic_image(robot_state(emb, np.array([t_cam]), seed)[0])
+        want = resize_with_pad(crop_region(frame, crop), 224, 224)
         got = ds.read_image("base_0_rgb", k)
         assert np.abs(got.astype(int) - want.astype(int)).mean() < 4.0  # bgr8 decoded as RGB too
 
@@ -181,6 +188,28 @@ def test_time_gap_split_or_reject(tmp_path, caplog):
     assert all(e["source_end_ns"] < T0_NS + 1.5e9 or e["source_start_ns"] >= T0_NS + 2.5e9 for e in eps)
 
 
+def test_dataset_images_are_what_the_observation_node_gives_the_policy(dataset_dir, cropped_ur5e):
+    """Train/serve parity: a camera frame converted into the dataset is byte for byte the image the
+    observation node assembles from the same frame (region of interest, resize_with_pad; PNG)."""
+    emb = load_embodiment(cropped_ur5e)
+    ds = Pi0Dataset(dataset_dir, chunk_size=10, convention="robot")
+    assert ds.camera_crops == {c.slot: c.crop for c in emb.cameras}   # recorded: training passes them on
+    e = pq.read_table(dataset_dir / "meta" / "episodes" / "chunk-000" / "file-000.parquet").to_pylist()[0]  # rgb8
+    t = (e["source_start_ns"] - T0_NS) * 1e-9 + np.arange(e["length"]) / ds.fps
+    for k in (2, 12):  # frames next to a 10 Hz camera frame (no tie between two)
+        t_cam = np.round(t[k] * 10) / 10
+        frame = synthetic_image(robot_state(emb, np.array([t_cam]), 0)[0])
+        asm = ObservationAssembler(emb)
+        for s, topic in emb.joint_state_sources.items():
+            dims = [d for d in emb.dims if d.source == s]
+            asm.add_joint_state(s, t_cam, [d.joint for d in dims], [0.0] * len(dims))
+        for c in emb.cameras:
+            asm.add_image(c.slot, t_cam, frame)
+        live = asm.assemble(t_cam + 0.01).observation.images
+        for slot in ("base_0_rgb", "left_wrist_0_rgb"):
+            np.testing.assert_array_equal(ds.read_image(slot, e["dataset_from_index"] + k), live[slot])
+
+
 def test_markers_split_one_bag_and_compressed_cameras(tmp_path):
     """A bag from `ros2 bag record` (no episode.json) with markers; CompressedImage cameras."""
     spec = yaml.safe_load((embodiments_dir() / f"{EMB}.yaml").read_text())
@@ -214,10 +243,10 @@ def test_cli(two_bags, tmp_path, capsys):
     assert rc == 1 and "no such bag" in capsys.readouterr().err
 
 
-def test_video_dataset_matches_the_png_one(two_bags, dataset_dir, tmp_path):
+def test_video_dataset_matches_the_png_one(two_bags, dataset_dir, tmp_path, cropped_ur5e):
     """--video: one AV1 mp4 per camera (PyAV), LeRobot's video features; frames decode back to the PNG frames."""
     pytest.importorskip("av")
-    convert([two_bags], EMB, tmp_path / "v", video=True, progress=False)
+    convert([two_bags], cropped_ur5e, tmp_path / "v", video=True, progress=False)
     info = json.loads((tmp_path / "v" / "meta" / "info.json").read_text())
     f = info["features"]["observation.images.base_0_rgb"]
     assert f["dtype"] == "video" and f["info"]["video.codec"] == "av1" and info["video_path"].endswith(".mp4")

@@ -251,6 +251,14 @@ def _bad_camera_slot(d):
     d["cameras"]["nose_rgb"] = {"topic": "/x"}
 
 
+def _crop_past_edge(d):
+    d["cameras"]["base_0_rgb"]["crop"] = [0.6, 0.0, 0.5, 1.0]
+
+
+def _crop_not_four(d):
+    d["cameras"]["base_0_rgb"]["crop"] = [0.1, 0.1, 0.5]
+
+
 def _bad_source(d):
     d["dims"][0]["source"] = "middle"
 
@@ -274,6 +282,8 @@ def _bad_rate(d):
         (_bad_limits, "dims[0](left_waist).limits", "lower < upper"),
         (_gripper_no_closed, "dims[6](left_gripper).closed", "missing"),
         (_bad_camera_slot, "cameras.nose_rgb", "unknown camera slot"),
+        (_crop_past_edge, "cameras.base_0_rgb.crop", "top + height <= 1"),
+        (_crop_not_four, "cameras.base_0_rgb.crop", "[top, left, height, width]"),
         (_bad_source, "dims[0](left_waist).source", "unknown source"),
         (_bad_rate, "control_rate_hz", "must be in"),
     ],

@@ -12,6 +12,7 @@ import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from pi0_ros import camera_views
 from pi0_ros.msg import PolicyStatus
 from pi0_ros.ros.common import given_parameters
 from pi0_ros.ros.executor_node import ExecutorNode
@@ -183,3 +184,13 @@ def test_policy_node_leaves_cores_to_the_rest_by_default(ctx):
         assert torch.get_num_threads() == 3                                      # given
     finally:
         torch.set_num_threads(before)
+
+
+def test_policy_node_refuses_a_checkpoint_trained_on_other_camera_views(ctx, tmp_path, cropped_ur5e):
+    """An embodiment that crops the top camera; a checkpoint trained on its whole frame must not run on it
+    (refused before the model loads: no weights needed here)."""
+    d = tmp_path / "ckpt"
+    camera_views.save(d / "assets" / "ur5e", {"base_0_rgb": None, "left_wrist_0_rgb": None})
+    with pytest.raises(camera_views.CameraViewMismatch, match="base_0_rgb: trained on the whole frame, the embodiment "
+                                                              "gives crop \\[0.2, 0.25, 0.5, 0.5\\]"):
+        ctx.make(PolicyNode, embodiment=cropped_ur5e, checkpoint=str(d), warmup_runs=0)

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from pi0_ros.cli import main as cli_main
 from pi0_ros.data.bag2dataset import convert
 from pi0_ros.data.dataset import Pi0Dataset
+from pi0_ros import camera_views
 from pi0_ros.data.synthetic import write_synthetic_bag
 from pi0_ros.model.normalize import load_norm_stats
 from pi0_ros.training.data import StepBatches, combined_norm_stats, mixture_weights
@@ -135,6 +136,8 @@ def test_cli_checkpoint_loads_into_policy_and_infers(datasets, tmp_path):
     ds_stats = load_norm_stats(os.path.join(datasets[0], "norm_stats.json"))
     np.testing.assert_allclose(policy.normalizer.stats["actions"].mean, ds_stats["actions"].mean, atol=1e-9)
     emb = load_embodiment(EMB)
+    # The camera views the dataset was converted with travel with the checkpoint (the node checks them).
+    assert camera_views.load_for(ckpt, "ur5e") == {c.slot: c.crop for c in emb.cameras}
     inp = policy.dummy_input("pick up the red cube")
     out_ = policy.infer(inp, noise=np.zeros((4, 32), dtype=np.float32))
     assert out_.actions.shape == (4, 32) and np.isfinite(out_.actions).all()

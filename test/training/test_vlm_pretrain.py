@@ -61,6 +61,25 @@ def test_one_embodiment_renders_the_layouts_of_before() -> None:
     assert (group == 0).all() and half.shape == (5, 2) and (half == half[0]).all()
 
 
+def test_layouts_are_the_top_camera_as_the_policy_sees_it(cropped_ur5e) -> None:
+    """The grounding images go through the camera's region of interest (cameras.base_0_rgb.crop),
+    as the observation node and bag2dataset do, so grounding and policy see the same view."""
+    from pi0_ros.images import crop_region
+    from pi0_ros.model.preprocess import resize_with_pad
+    from pi0_ros.sim.env import SimEnv
+
+    images, _, _ = render_layouts(cropped_ur5e, "pick_cube", 1, 14, 112)
+    env = SimEnv(cropped_ur5e, seed=14, task="pick_cube", image_size=224)
+    try:
+        frame = env.render(["base_0_rgb"])["base_0_rgb"]
+        crop = next(c.crop for c in env.embodiment.cameras if c.slot == "base_0_rgb")
+    finally:
+        env.close()
+    assert crop is not None
+    np.testing.assert_array_equal(images[0], resize_with_pad(crop_region(frame, crop), 112, 112))
+    assert not np.array_equal(images[0], resize_with_pad(frame, 112, 112))
+
+
 def test_pretrain_splits_the_layouts_across_embodiments(tmp_path) -> None:
     from pi0_ros.training.vlm_pretrain import render_layout_set, shares
 

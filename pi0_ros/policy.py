@@ -114,6 +114,9 @@ class Policy:
         self.normalizer = normalizer if normalizer is not None else Normalizer.identity()
         self.num_steps = int(num_steps)
         self.random_weights = False  # True for tiny_random: say so loudly wherever it runs
+        # slot -> the region of interest the checkpoint was trained on (None: whole frame); None
+        # when unrecorded. Whoever feeds the policy camera frames cuts it out (pi0_ros.camera_views).
+        self.camera_crops: dict[str, tuple[float, float, float, float] | None] | None = None
         self._ignored_cameras: set[str] = set()
         self.delta_action_mask = None if delta_action_mask is None else np.asarray(delta_action_mask, dtype=bool)
         if tokenizer.max_len > self.config.max_token_len:
@@ -345,8 +348,13 @@ class Policy:
         delta = None
         if stats_file is not None and (stats_file.parent / DELTA_FILENAME).is_file():
             delta = load_delta_mask(stats_file.parent)
-        return cls(model, tokenizer, normalizer, device=device, num_steps=num_steps, delta_action_mask=delta,
-                   noise_scale=noise_scale)
+        policy = cls(model, tokenizer, normalizer, device=device, num_steps=num_steps, delta_action_mask=delta,
+                     noise_scale=noise_scale)
+        if stats_file is not None:
+            from pi0_ros import camera_views
+
+            policy.camera_crops = camera_views.load(stats_file.parent)
+        return policy
 
     @classmethod
     def tiny_random(

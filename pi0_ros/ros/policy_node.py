@@ -65,7 +65,7 @@ def load_backend(p: dict, asset_id: str):
 
         return RemotePolicy(p["server_uri"], p["remote_keys"], api_key=p["api_key"],
                             connect_timeout=p["connect_timeout"], request_timeout=p["request_timeout"],
-                            jpeg_quality=p["jpeg_quality"])
+                            jpeg_quality=p["jpeg_quality"], embodiment=load_embodiment(p["embodiment"]))
     return load_policy(p["checkpoint"], asset_id, p["device"], p["num_steps"], p["seed"], 3, p["noise_scale"])
 
 

@@ -53,12 +53,14 @@ class RemotePolicy:
             default: the server's model input size if it says, else 224.
         jpeg_quality: > 0 sends JPEG bytes (pi0-ros serve only).
         action_dim: padded width of the returned chunk until the server says its own.
+        embodiment: the robot whose camera views are sent (an Embodiment); a pi0-ros server whose
+            checkpoint was trained on other views (its metadata's ``camera_crops``) is refused.
     """
 
     def __init__(self, uri: str = "ws://127.0.0.1:8000", keys: str = "", *, api_key: str = "",
                  connect_timeout: float = 5.0, request_timeout: float = 5.0, image_size: int | None = 0,
                  jpeg_quality: int = 0, action_dim: int = 32, backoff_min: float = 0.5,
-                 backoff_max: float = 10.0) -> None:
+                 backoff_max: float = 10.0, embodiment: Any = None) -> None:
         self.uri = uri if uri.startswith(("ws://", "wss://")) else f"ws://{uri}"
         self._keys_arg = keys
         self.key_set: KeySet | None = load_key_set(keys) if keys else None
@@ -69,6 +71,7 @@ class RemotePolicy:
         self._fallback_action_dim = int(action_dim)
         self.backoff_min, self.backoff_max = float(backoff_min), float(backoff_max)
         self.metadata: dict[str, Any] | None = None
+        self.embodiment = embodiment
         self.random_weights = False
         self._ws = None
         self._lock = threading.Lock()
@@ -145,6 +148,15 @@ class RemotePolicy:
                 raise RemotePolicyError("the server is not pi0-ros serve: set the key set it expects "
                                         "(aloha, droid, libero or a YAML path)")
             self.key_set = load_key_set("pi0_ros")
+        if self.embodiment is not None and meta.get("server") == "pi0_ros" and meta.get("camera_crops") is not None:
+            from pi0_ros import camera_views
+
+            try:
+                camera_views.check(camera_views.parse_crops(meta["camera_crops"], "server metadata"), self.embodiment,
+                                   f"the served checkpoint {meta.get('checkpoint', '')}".rstrip(),
+                                   slots=meta.get("camera_slots"))
+            except ValueError as e:   # CameraViewMismatch, or malformed crops
+                raise RemotePolicyError(str(e)) from None
 
     def _failed(self, reason: str) -> None:
         """Drop the connection, schedule the next attempt, raise with `reason`."""

@@ -57,6 +57,12 @@ class BadRequest(ValueError):
     """The client's message cannot be served (malformed, wrong keys, bad shapes)."""
 
 
+def _crops_metadata(crops: dict[str, Any] | None) -> dict[str, list[float] | None] | None:
+    if crops is None:
+        return None
+    return {slot: None if c is None else [float(v) for v in c] for slot, c in crops.items()}
+
+
 class PolicyServer:
     """Serves `policy` (a pi0_ros Policy) to openpi-protocol clients.
 
@@ -108,6 +114,9 @@ class PolicyServer:
             "action_dim": int(p.action_dim), "chunk_size": int(p.chunk_size),
             "camera_slots": list(p.camera_names), "image_size": None if size is None else int(size),
             "random_weights": bool(getattr(p, "random_weights", False)),
+            # The camera views the checkpoint was trained on: the server does not crop, the client
+            # sends each slot's region of interest ([top, left, height, width] fractions; None: whole frame).
+            "camera_crops": _crops_metadata(getattr(p, "camera_crops", None)),
             "noise_scale": float(getattr(p, "noise_scale", 1.0)),
             "key_sets": {k.name: k.describe() for k in self.key_sets},
             "extensions": list(EXTENSIONS), "max_request_bytes": self.max_request_bytes,

@@ -299,3 +299,53 @@ def test_serving_modules_are_ros_free():
     code = ("import sys, pi0_ros.serving.server, pi0_ros.serving.client, pi0_ros.serving.keys, "
             "pi0_ros.serving.process, pi0_ros.bench.serve; assert 'rclpy' not in sys.modules, 'rclpy imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_metadata_tells_clients_the_camera_views_the_checkpoint_was_trained_on(tmp_path):
+    """The server does not crop: an openpi client learns from the metadata which region of each
+    camera to send (assets/<asset_id>/camera_views.json), and that nothing is recorded for an old
+    checkpoint."""
+    import shutil
+
+    from pi0_ros import camera_views
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(CHECKPOINT, ckpt)
+    (asset,) = [d for d in (ckpt / "assets").iterdir() if d.is_dir()]
+    for directory, want in ((CHECKPOINT, None), (ckpt, {"base_0_rgb": [0.2, 0.25, 0.5, 0.5]})):
+        if want is not None:
+            camera_views.save(asset, {"base_0_rgb": (0.2, 0.25, 0.5, 0.5)})
+        with PolicyServer(Policy.from_checkpoint(directory), port=0) as s:
+            assert WebsocketClientPolicy("127.0.0.1", port=s.port).get_server_metadata()["camera_crops"] == want
+
+
+def test_remote_policy_refuses_a_server_trained_on_other_camera_views(tmp_path):
+    """The robot side: a RemotePolicy for an embodiment that sends whole frames refuses a pi0-ros
+    server whose checkpoint was trained on a cropped view (RemotePolicyError, so the policy node
+    reports ERROR with the reason); the embodiment with that crop is served."""
+    import shutil
+
+    import yaml
+
+    from pi0_ros import camera_views
+    from pi0_ros.robots.embodiment import embodiments_dir, load_embodiment
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(CHECKPOINT, ckpt)
+    (asset,) = [d for d in (ckpt / "assets").iterdir() if d.is_dir()]
+    camera_views.save(asset, {"base_0_rgb": (0.2, 0.25, 0.5, 0.5)})
+    whole = load_embodiment("trossen_bimanual")
+    d = yaml.safe_load((embodiments_dir() / "trossen_bimanual.yaml").read_text())
+    d["cameras"]["base_0_rgb"]["crop"] = [0.2, 0.25, 0.5, 0.5]
+    spec = tmp_path / "cropped.yaml"
+    spec.write_text(yaml.safe_dump(d, sort_keys=False))
+    inp = PolicyInput(images={"base_0_rgb": np.zeros((112, 112, 3), np.uint8)}, state=np.zeros(14), prompt="pick")
+    with PolicyServer(Policy.from_checkpoint(ckpt), port=0) as s:
+        refused = RemotePolicy(f"127.0.0.1:{s.port}", embodiment=whole)
+        with pytest.raises(RemotePolicyError, match="base_0_rgb: trained on crop \\[0.2, 0.25, 0.5, 0.5\\], "
+                                                     "the embodiment gives the whole frame"):
+            refused.infer(inp)
+        served = RemotePolicy(f"127.0.0.1:{s.port}", embodiment=load_embodiment(spec))
+        assert served.infer(inp).actions.shape[0] == H
+        refused.close()
+        served.close()

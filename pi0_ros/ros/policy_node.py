@@ -31,7 +31,7 @@ from pi0_ros import inference_settings as isettings
 from pi0_ros.images import ImageDecodeError
 from pi0_ros.msg import ActionChunk, Observation, PolicyStatus
 from pi0_ros.realtime_chunking import ChunkGuide, RealTimeChunking
-from pi0_ros.robots.embodiment import load_embodiment
+from pi0_ros.robots.embodiment import Embodiment, load_embodiment
 from pi0_ros.ros.common import declare, given_parameters, join_thread, log_at, now_sec, run_node
 from pi0_ros.ros.conversions import image_to_rgb, stamp_to_sec
 from pi0_ros.throttle import KeyedThrottle, reason_key
@@ -57,7 +57,7 @@ def load_policy(checkpoint: str, asset_id: str, device: str, num_steps: int, see
     return policy
 
 
-def load_backend(p: dict, asset_id: str):
+def load_backend(p: dict, asset_id: str, embodiment: Embodiment):
     """The node's policy from its parameters: a local Policy, or (backend "remote") a RemotePolicy
     client of an openpi-protocol server with the same interface."""
     if p["backend"] == "remote":
@@ -65,7 +65,7 @@ def load_backend(p: dict, asset_id: str):
 
         return RemotePolicy(p["server_uri"], p["remote_keys"], api_key=p["api_key"],
                             connect_timeout=p["connect_timeout"], request_timeout=p["request_timeout"],
-                            jpeg_quality=p["jpeg_quality"], embodiment=load_embodiment(p["embodiment"]))
+                            jpeg_quality=p["jpeg_quality"], embodiment=embodiment)
     return load_policy(p["checkpoint"], asset_id, p["device"], p["num_steps"], p["seed"], 3, p["noise_scale"])
 
 
@@ -106,10 +106,10 @@ class PolicyNode(Node):
         if p["backend"] not in ("local", "remote"):
             raise ValueError(f"backend must be 'local' or 'remote', got '{p['backend']}'")
         remote = p["backend"] == "remote"
+        self.embodiment = emb = load_embodiment(p["embodiment"])
         if p["checkpoint"] and not remote and policy is None:
             # Before the (slow) model load: a checkpoint trained on other camera views than this
             # embodiment's crops would run on images it never saw.
-            emb = load_embodiment(p["embodiment"])
             asset = p["asset_id"] or emb.asset_id
             camera_views.check(camera_views.load_for(p["checkpoint"], asset), emb,
                                f"checkpoint {p['checkpoint']} (asset {asset})")
@@ -121,7 +121,6 @@ class PolicyNode(Node):
             torch.set_num_threads(threads)
             self.get_logger().info(f"inference on {threads} torch thread(s) (torch_threads {p['torch_threads']})")
         self.params = p
-        self.embodiment = emb = load_embodiment(p["embodiment"])
         self.status_msg = PolicyStatus(embodiment=emb.name,
                                        checkpoint=p["server_uri"] if remote else p["checkpoint"] or "tiny-random",
                                        random_weights=bool(getattr(policy, "random_weights", False)) if policy is not None
@@ -258,7 +257,7 @@ class PolicyNode(Node):
         p = self.params
         try:
             if self.policy is None:
-                self.policy = load_backend(p, p["asset_id"] or self.embodiment.asset_id)
+                self.policy = load_backend(p, p["asset_id"] or self.embodiment.asset_id, self.embodiment)
             if self._stopping():
                 return
             self._set_state(PolicyStatus.WARMING_UP)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "merge-lora": ("pi0_ros.training.merge_lora", "merge a LoRA adapter into its base: a plain checkpoint"),
     "serve": ("pi0_ros.serving.server", "serve a pi0 checkpoint to openpi-protocol clients (websocket + msgpack)"),
     "eval-dataset": ("pi0_ros.eval_dataset", "open-loop: predicted vs recorded action chunks on held-out episodes"),
+    "diagnose-grasp": ("pi0_ros.sim.grasp_diagnosis", "sim, no ROS: a checkpoint's grasp aim from the expert's states vs in its own closed loop"),
     "pretrain-vlm": ("pi0_ros.training.vlm_pretrain", "sim: teach a from-scratch VLM where the named object is"),
     "bench": {
         "model": ("pi0_ros.bench.model", "time the pi0 model: prefix, per-step and per-chunk ms"),

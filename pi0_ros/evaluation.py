@@ -51,7 +51,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON summary")
 
 
+def _offset_medians(results: list) -> dict[str, dict[str, float]]:
+    """Median |offset| per pinch axis at the first close, for the successes and the failures
+    apart: where a failing grasp puts its fingers against where a good one does."""
+    out = {}
+    for name, group in (("success", [r for r in results if r.success]), ("failure", [r for r in results if not r.success])):
+        offsets = [r.close_offset for r in group if r.close_offset]
+        if offsets:
+            out[name] = {a: round(statistics.median(abs(o[a]) for o in offsets), 4) for a in offsets[0]} | {"n": len(offsets)}
+    return out
+
+
 def summarise(results: list, wall_s: float) -> dict:
+    from pi0_ros.sim.grasp_report import OUTCOMES  # the simulator's (mujoco): only once episodes ran
+
     n = len(results)
     succ = [r for r in results if r.success]
     interventions: dict[str, int] = {}
@@ -66,6 +79,9 @@ def summarise(results: list, wall_s: float) -> dict:
         # Language grounding, independent of grasping: did a gripper touch the named cube / the other?
         "reached_target_rate": sum(r.reached_target for r in results) / n if n else 0.0,
         "reached_other_rate": sum(r.reached_other for r in results) / n if n else 0.0,
+        # How the episodes ended (pi0_ros.sim.grasp_report): e.g. closed_empty = a grasp that missed.
+        "outcomes": {o: k for o in OUTCOMES if (k := sum(r.outcome == o for r in results))},
+        "close_offset_median_m": _offset_medians(results),
         "safety_interventions": interventions,
         "rejected_chunks": sum(r.rejected_chunks for r in results),
         "wall_s": round(wall_s, 1),
@@ -95,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"success rate {summary['success_rate']:.0%} ({summary['successes']}/{summary['episodes']}), "
               f"mean time to success {summary['mean_time_to_success_s']}, touched the named cube "
               f"{summary['reached_target_rate']:.0%}, the other cube {summary['reached_other_rate']:.0%}, "
+              f"outcomes {summary['outcomes']}, "
               f"safety interventions {summary['safety_interventions']}")
     return 0
 

@@ -114,6 +114,8 @@ print(f"{'robot':<18} {'success':>9} {'rate':>6} {'swapped':>9} {'rate':>6}")
 for r in robots:
     print(f"{r:<18} {ev[r]['successes']:>4}/{ev[r]['episodes']:<4} {ev[r]['success_rate']:>6.2f} "
           f"{sw[r]['successes']:>4}/{sw[r]['episodes']:<4} {sw[r]['success_rate']:>6.2f}")
+for r in robots:  # how the episodes ended (pi0_ros.sim.grasp_report), e.g. closed_empty = a missed grasp
+    print(f"{r:<18} outcomes {ev[r]['outcomes']}, swapped {sw[r]['outcomes']}")
 s.write(ckpt, {k: first[k] for k in ("realtime_chunking", "noise_scale", "num_steps")}, validated={
     "task": first["task"], "episodes": n, "seeds": f"1000-{1000 + n - 1}",
     "embodiments": {r: {"success_rate": ev[r]["success_rate"], "successes": ev[r]["successes"],

@@ -13,6 +13,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 
 from pi0_ros.ros.bringup import Bringup
+from pi0_ros.sim.grasp_report import GraspMonitor
 
 LOCKSTEP_MAX_HOLD = 3.0  # s of wall time one unanswered chunk request may hold the simulator
 LOCKSTEP_MAX_DELIVERY = 0.5  # s of wall time the simulator waits for the executor's commands of one tick
@@ -32,6 +33,8 @@ class EpisodeResult:
     target: str = ""                   # the cube the prompt names
     reached_target: bool = False       # a gripper came within 3 cm of the named cube (touch)
     reached_other: bool = False        # ... of a cube the prompt did NOT name
+    outcome: str = ""                  # how it ended: pi0_ros.sim.grasp_report.OUTCOMES
+    close_offset: dict[str, float] | None = None  # named cube - pinch point at the first close there (m)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -161,6 +164,7 @@ class SimSession:
         target = task.target
         others = [c for c in task.colors if c != target]
         reached_target = reached_other = False
+        grasp = GraspMonitor()
         # Never hang if the sim stalls; time it stood still on purpose (lockstep) does not count.
         wall_end = time.monotonic() + max_time * 5 + 30 - sim.held_s
         while sim.env.time < max_time and time.monotonic() < wall_end + sim.held_s:
@@ -171,6 +175,7 @@ class SimSession:
                 raise ExternalShutdownException("the ROS context was shut down during the episode")
             if on_step is not None:
                 on_step(self)
+            grasp.update(sim.env)
             reached_target = reached_target or task.reached(sim.env, target)
             reached_other = reached_other or any(task.reached(sim.env, c) for c in others)
             if t_success is None and sim.env.success():
@@ -178,12 +183,14 @@ class SimSession:
                 if stop_on_success:
                     break
         after = ex.core.safety.counters
+        report = grasp.report(t_success is not None)
         interventions = {k: after.get(k, 0) - before.get(k, 0) for k in SAFETY_KEYS}
         return EpisodeResult(seed=seed, prompt=prompt, success=t_success is not None, time_to_success=t_success,
                              duration=sim.env.time, chunks=ex.core.scheduler.counters.accepted - acc0,
                              interventions={k: v for k, v in interventions.items() if v},
                              rejected_chunks=sum(ex.core.rejected.values()) - rej0, target=target,
-                             reached_target=reached_target, reached_other=reached_other)
+                             reached_target=reached_target, reached_other=reached_other,
+                             outcome=report.outcome, close_offset=report.close_offset)
 
     def close(self) -> None:
         self.bringup.stop()

@@ -278,6 +278,11 @@ class SimEnv:
             sid = self._sites[site] = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_SITE, site)
         return self.data.site_xpos[sid].copy()
 
+    def site_rotation(self, site: str) -> np.ndarray:
+        """(3, 3) world-from-site rotation: its columns are the site's axes in the world."""
+        self.site_position(site)  # caches the id
+        return self.data.site_xmat[self._sites[site]].reshape(3, 3).copy()
+
     # ------------------------------------------------------------------ rendering
     def render(self, slots: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """{camera slot: (image_size, image_size, 3) uint8 RGB} for the embodiment's cameras."""

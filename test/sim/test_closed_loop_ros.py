@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pi0_ros.ros.sim_session import SimSession
+from pi0_ros.sim.grasp_report import OUTCOMES
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -72,3 +73,4 @@ def test_tiny_random_policy_drives_sim_safely():
     print("tracking correlation per moving carrying joint:", np.round(best[1], 3), "at lag", best[0])
     assert np.median(best[1]) > 0.8, best
     assert r.interventions.get("non_finite", 0) == 0
+    assert r.outcome in OUTCOMES and r.outcome != "success", r  # random weights pick nothing

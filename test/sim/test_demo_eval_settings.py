@@ -66,3 +66,5 @@ def test_eval_runs_the_checkpoints_settings_unless_given(capsys):
     assert (s["execute_steps"], s["inference_sources"]["execute_steps"]) == (25, src)
     assert (s["noise_scale"], s["inference_sources"]["noise_scale"]) == (1.0, "option")
     assert s["per_episode"][0]["chunks"] >= 1
+    # How the episode ended is counted: the outcomes add up to the episodes.
+    assert s["per_episode"][0]["outcome"] in s["outcomes"] and sum(s["outcomes"].values()) == s["episodes"]

@@ -260,9 +260,13 @@ class PickCubeExpert:
         z = np.cross(x, y)
         return np.stack([x, y, z], axis=1)
 
-    def reset(self) -> None:
-        """Plan the episode from the env's current (just reset) state."""
+    def reset(self, start: np.ndarray | None = None) -> None:
+        """Plan the episode from the env's current state. ``start`` (n,) robot units: the robot
+        vector the plan starts from; default the scene's home pose, where a reset leaves the robot.
+        A takeover (DAgger-style: the expert continues from wherever a policy took the robot)
+        passes the current joint positions; the plan's ticks then count from this tick (``act``)."""
         env = self.env
+        self.start_tick = env.tick
         emb = env.embodiment
         cube_name = env.task.target_object
         cube = env.object_position(cube_name)
@@ -274,7 +278,9 @@ class PickCubeExpert:
         pre = cube + np.array([0, 0, self.pregrasp_height + self.grasp_offset])
         grasp = cube + np.array([0, 0, self.grasp_offset])
 
-        home = env.scene.home.copy()
+        home = (env.scene.home if start is None else np.asarray(start, dtype=np.float64)).copy()
+        if home.shape != (emb.num_dims,):
+            raise ValueError(f"start must have the embodiment's {emb.num_dims} values, got shape {home.shape}")
         arm_idx = env.scene.arm_dims[src]
         g_idx = env.scene.gripper_dim[src]
         q_home = home[arm_idx]
@@ -323,9 +329,10 @@ class PickCubeExpert:
 
     # ------------------------------------------------------------------ acting
     def act(self, tick: int | None = None) -> np.ndarray:
-        """Robot-units joint targets (n,) for control tick ``tick`` (default: the env's tick)."""
-        k = self.env.tick if tick is None else tick
-        return self.plan[min(k, len(self.plan) - 1)].copy()
+        """Robot-units joint targets (n,) for tick ``tick`` of the plan (default: the env's ticks
+        since the plan was made; after a reset that is the env's tick)."""
+        k = self.env.tick - self.start_tick if tick is None else tick
+        return self.plan[min(max(k, 0), len(self.plan) - 1)].copy()
 
     @property
     def duration_s(self) -> float:

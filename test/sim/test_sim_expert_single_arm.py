@@ -80,3 +80,43 @@ def test_rate_limit_keeps_ticks_within_the_limit_and_others_exact():
     out = rate_limit(plan, np.array([0.1, 0.4]))
     np.testing.assert_array_equal(out[:, 0], plan[:, 0])   # within the limit: untouched
     np.testing.assert_allclose(out[:, 1], [0.0, 0.4, 0.8, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_expert_takes_over_from_where_another_controller_left_the_arm(env, seed):
+    """DAgger-style takeover: something else (here a scripted miss: the expert's own grasp aimed
+    3 cm off and closed on nothing) moved the arm for the first seconds; the expert re-planned
+    from the current joints starts there, not at home, and still picks the cube in time."""
+    emb = env.embodiment
+    env.reset(seed)
+    miss = PickCubeExpert(env)
+    # Aim the same plan 3 cm off along +y: the plan of a cube that is not there.
+    env.data.qpos[env.scene.objects[env.task.target_object].qpos_adr + 1] += 0.03
+    import mujoco
+    mujoco.mj_forward(env.model, env.data)
+    miss.reset()
+    env.data.qpos[env.scene.objects[env.task.target_object].qpos_adr + 1] -= 0.03
+    mujoco.mj_forward(env.model, env.data)
+    takeover = int(round(2.4 / emb.dt))  # after the close: the gripper shut beside the cube
+    for _ in range(takeover):
+        for name, vals in emb.split_outputs(miss.act()).items():
+            env.set_command(name, vals)
+        env.step()
+    # Missed: the cube is still on the table (the Franka's fingers may have pushed it aside).
+    assert not env.success() and abs(env.task.heights(env)[env.task.target]) < 0.01
+    start = env.measured_positions()
+    expert = PickCubeExpert(env)
+    expert.reset(start=start)
+    arm = list(env.scene.arm_dims.values())[0]
+    # The plan starts where the arm is (within one rate-limited tick), and counts from now.
+    assert np.abs(expert.act()[arm] - start[arm]).max() <= (emb.max_velocity[arm] * emb.dt).max()
+    assert expert.start_tick == env.tick
+    while env.tick < takeover + len(expert.plan):
+        for name, vals in emb.split_outputs(expert.act()).items():
+            env.set_command(name, vals)
+        env.step()
+        if env.success():
+            break
+    assert env.success(), env.task.heights(env)
+    with pytest.raises(ValueError, match="start must have"):
+        expert.reset(start=start[:3])

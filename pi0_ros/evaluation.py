@@ -54,11 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _offset_medians(results: list) -> dict[str, dict[str, float]]:
     """Median |offset| per pinch axis at the first close, for the successes and the failures
     apart: where a failing grasp puts its fingers against where a good one does."""
+    from pi0_ros.sim.grasp_report import median_abs_offset
+
     out = {}
     for name, group in (("success", [r for r in results if r.success]), ("failure", [r for r in results if not r.success])):
         offsets = [r.close_offset for r in group if r.close_offset]
         if offsets:
-            out[name] = {a: round(statistics.median(abs(o[a]) for o in offsets), 4) for a in offsets[0]} | {"n": len(offsets)}
+            out[name] = median_abs_offset(offsets) | {"n": len(offsets)}
     return out
 
 

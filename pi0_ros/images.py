@@ -140,6 +140,13 @@ def crop_region(img: np.ndarray, crop: Crop | None) -> np.ndarray:
     return img[r0:r1, c0:c1]
 
 
+def model_image(img: np.ndarray, crop: Crop | None, size: int) -> np.ndarray:
+    """A camera frame (H, W, 3) uint8 as the model sees it: its region of interest, resized with
+    padding to (size, size, 3). The one definition the observation node, bag2dataset, the VLM
+    grounding renders and diagnose-grasp share, so training and serving see the same pixels."""
+    return resize_with_pad(crop_region(img, crop), size, size)
+
+
 def resized_shape(cur_height: int, cur_width: int, height: int, width: int) -> tuple[int, int]:
     """Size (h, w) of the image content inside the padded output (openpi's formula)."""
     ratio = max(cur_width / width, cur_height / height)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pi0_ros.images import crop_region, resize_with_pad
+from pi0_ros.images import model_image
 from pi0_ros.joint_merge import JointMerge
 from pi0_ros.robots.embodiment import Embodiment, JointStateError
 from pi0_ros.sync import ApproximateTimeSync, InputSpec, StaleInput
@@ -332,8 +332,7 @@ class ObservationAssembler:
             stamp = res.stamps[name]
             cached = self._resized.get(cam.slot)
             if cached is None or cached[0] != stamp:
-                size = self.config.image_size
-                cached = (stamp, resize_with_pad(crop_region(res.payloads[name], cam.crop), size, size))
+                cached = (stamp, model_image(res.payloads[name], cam.crop, self.config.image_size))
                 self._resized[cam.slot] = cached
             images[cam.slot] = cached[1]
             valid[cam.slot] = True

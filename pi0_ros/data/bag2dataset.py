@@ -982,10 +982,9 @@ def write_tasks(path: Path, tasks: list[str]) -> None:
 def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index: list[tuple[int, EpisodePlan]],
                          emb: Embodiment, progress: bool = True) -> None:
     """Pass 2: decode the chosen camera messages once, crop each to its camera's region of interest
-    (the embodiment's cameras.<slot>.crop, as the observation node does), resize_with_pad to 224,
-    write the files."""
-    from pi0_ros.images import crop_region
-    from pi0_ros.model.preprocess import resize_with_pad
+    (the embodiment's cameras.<slot>.crop) and resize it with padding to 224, exactly as the
+    observation node does (pi0_ros.images.model_image), write the files."""
+    from pi0_ros.images import model_image
 
     targets: dict[str, dict[int, list[tuple[int, int]]]] = {c.slot: defaultdict(list) for c in emb.cameras}
     for ep, plan in plans_with_index:
@@ -1011,7 +1010,7 @@ def write_episode_images(writer: DatasetWriter, bag_path: Path, plans_with_index
                 rgb = _decode(store, conn.msgtype, raw)
             except Exception as e:  # noqa: BLE001
                 raise ConversionError(f"{bag_path}: topic {conn.topic}: message {o}: cannot decode image: {e}") from e
-            small = resize_with_pad(crop_region(rgb, crops[slot]), IMAGE_SIZE, IMAGE_SIZE)
+            small = model_image(rgb, crops[slot], IMAGE_SIZE)
             enc = None
             for ep, k in sorted(dests):
                 enc = writer.add_image(slot, ep, k, small, enc)

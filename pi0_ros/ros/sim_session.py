@@ -162,9 +162,7 @@ class SimSession:
         t_success = None
         task = sim.env.task
         target = task.target
-        others = [c for c in task.colors if c != target]
-        reached_target = reached_other = False
-        grasp = GraspMonitor()
+        grasp = GraspMonitor()  # also tracks whether a gripper touched the named / the other cube
         # Never hang if the sim stalls; time it stood still on purpose (lockstep) does not count.
         wall_end = time.monotonic() + max_time * 5 + 30 - sim.held_s
         while sim.env.time < max_time and time.monotonic() < wall_end + sim.held_s:
@@ -176,8 +174,6 @@ class SimSession:
             if on_step is not None:
                 on_step(self)
             grasp.update(sim.env)
-            reached_target = reached_target or task.reached(sim.env, target)
-            reached_other = reached_other or any(task.reached(sim.env, c) for c in others)
             if t_success is None and sim.env.success():
                 t_success = sim.env.time
                 if stop_on_success:
@@ -189,7 +185,7 @@ class SimSession:
                              duration=sim.env.time, chunks=ex.core.scheduler.counters.accepted - acc0,
                              interventions={k: v for k, v in interventions.items() if v},
                              rejected_chunks=sum(ex.core.rejected.values()) - rej0, target=target,
-                             reached_target=reached_target, reached_other=reached_other,
+                             reached_target=grasp.reached_target, reached_other=grasp.reached_other,
                              outcome=report.outcome, close_offset=report.close_offset)
 
     def close(self) -> None:

@@ -26,24 +26,25 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pi0_ros.sim.grasp_report import AXES, CLOSE_COMMANDED, median_abs_offset
+
 if TYPE_CHECKING:  # pragma: no cover
     from pi0_ros.policy import Policy, PolicyInput
     from pi0_ros.sim.env import SimEnv
 
-AXES = ("approach", "closing", "across")
 MISS = 0.015  # m: a close this far off the cube on a horizontal pinch axis is counted as a miss
 
 
 def policy_input(env: "SimEnv", policy: "Policy") -> "PolicyInput":
     """The observation the nodes would assemble: each camera the model reads, cut to the
     embodiment's region of interest and resized with padding; the padded robot-unit state."""
-    from pi0_ros.images import crop_region, resize_with_pad
+    from pi0_ros.images import model_image
     from pi0_ros.policy import PolicyInput
 
     size = policy.config.vision.image_size
     cams = {c.slot: c for c in env.embodiment.cameras if c.slot in policy.camera_names and c.slot in env.scene.cameras}
     frames = env.render(list(cams))
-    images = {s: resize_with_pad(crop_region(frames[s], c.crop), size, size) for s, c in cams.items()}
+    images = {s: model_image(frames[s], c.crop, size) for s, c in cams.items()}
     return PolicyInput(images=images, state=env.embodiment.padded_state(env.robot_state(), policy.action_dim),
                        prompt=env.prompt)
 
@@ -79,7 +80,7 @@ def teacher_forced(env: "SimEnv", policy: "Policy", seed: int, lead: int) -> dic
     expert = make_expert(env)
     g = env.scene.gripper_dim[expert.arm]
     plan = np.array(expert.plan)
-    closes = np.flatnonzero(emb.to_model(plan)[:, g] >= 0.5)
+    closes = np.flatnonzero(emb.to_model(plan)[:, g] >= CLOSE_COMMANDED)
     if closes.size == 0:
         raise RuntimeError(f"seed {seed}: the expert's plan never closes the gripper")
     t_close = int(closes[0])
@@ -91,7 +92,7 @@ def teacher_forced(env: "SimEnv", policy: "Policy", seed: int, lead: int) -> dic
     cube = env.object_position(cube_name(env.task.target))
     frame = env.site_rotation(site)
     chunk = _chunk(env, policy)
-    pred = np.flatnonzero(emb.to_model(chunk)[:, g] >= 0.5)
+    pred = np.flatnonzero(emb.to_model(chunk)[:, g] >= CLOSE_COMMANDED)
     out = {"seed": seed, "lead": lead, "expert_offset": dict(zip(AXES, _close_offset(env, site, plan[t_close], frame, cube))),
            "predicted_close_step": None, "policy_offset": None}
     if pred.size:
@@ -128,12 +129,6 @@ def _miss_share(offsets: list[dict[str, float]]) -> float | None:
     return round(sum(max(abs(o["closing"]), abs(o["across"])) >= MISS for o in offsets) / len(offsets), 3)
 
 
-def _medians(offsets: list[dict[str, float]]) -> dict[str, float] | None:
-    if not offsets:
-        return None
-    return {a: round(statistics.median(abs(o[a]) for o in offsets), 4) for a in AXES}
-
-
 def _means(offsets: list[dict[str, float]]) -> dict[str, float] | None:
     if not offsets:
         return None
@@ -148,12 +143,12 @@ def summarise(aim: dict[int, list[dict]], loop: list[dict]) -> dict[str, Any]:
         offs = [r["policy_offset"] for r in rows if r["policy_offset"]]
         out["teacher_forced"][str(lead)] = {
             "episodes": len(rows), "no_close_predicted": sum(r["policy_offset"] is None for r in rows),
-            "miss_share": _miss_share(offs), "median_abs_offset_m": _medians(offs), "mean_offset_m": _means(offs)}
+            "miss_share": _miss_share(offs), "median_abs_offset_m": median_abs_offset(offs), "mean_offset_m": _means(offs)}
     offs = [r["close_offset"] for r in loop if r["close_offset"]]
     out["closed_loop"] = {
         "episodes": len(loop), "successes": sum(r["outcome"] == "success" for r in loop),
         "outcomes": {o: n for o in sorted({r["outcome"] for r in loop}) if (n := sum(r["outcome"] == o for r in loop))},
-        "miss_share": _miss_share(offs), "median_abs_offset_m": _medians(offs), "mean_offset_m": _means(offs)}
+        "miss_share": _miss_share(offs), "median_abs_offset_m": median_abs_offset(offs), "mean_offset_m": _means(offs)}
     return out
 
 

@@ -23,6 +23,7 @@ to the middle); a miss ``across`` more than a finger's half-width leaves the fin
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,7 @@ from pi0_ros.sim.tasks import cube_name
 if TYPE_CHECKING:  # pragma: no cover
     from pi0_ros.sim.env import SimEnv
 
+AXES = ("approach", "closing", "across")  # the pinch frame's axes, as close offsets name them
 OUTCOMES = ("success", "wrong_cube", "never_reached", "no_close", "closed_empty", "dropped", "not_completed")
 CLOSE_COMMANDED = 0.5  # gripper command, model convention (0 open, 1 closed): a close from here up
 # Fingers this far shut (model convention) while commanded closed hold nothing: a 4 cm cube stops
@@ -89,7 +91,7 @@ class GraspMonitor:
                 self._closed_at_target.add(arm)
                 if self.close_offset is None:
                     d = env.site_rotation(site).T @ (cube - env.site_position(site))
-                    self.close_offset = {k: round(float(v), 4) for k, v in zip(("approach", "closing", "across"), d)}
+                    self.close_offset = {k: round(float(v), 4) for k, v in zip(AXES, d)}
             if not closing:
                 self._closed_at_target.discard(arm)
             elif arm in self._closed_at_target and measured[g] >= EMPTY_FRACTION:
@@ -110,3 +112,10 @@ class GraspMonitor:
         else:
             outcome = "not_completed"
         return GraspReport(outcome, self.close_offset, self.closed_empty, self.max_lift)
+
+
+def median_abs_offset(offsets: list[dict[str, float]]) -> dict[str, float] | None:
+    """Median |offset| per pinch axis over close offsets (m); None for none."""
+    if not offsets:
+        return None
+    return {a: round(statistics.median(abs(o[a]) for o in offsets), 4) for a in AXES}

@@ -44,8 +44,7 @@ def render_layouts(embodiment: str, task: str, n_layouts: int, seed: int, image_
                    slot: str = "base_0_rgb") -> tuple[np.ndarray, dict[str, np.ndarray], list[str]]:
     """Images (n, S, S, 3) uint8 of ``slot`` as the policy sees it, cube (x, y) per colour
     ((n, 2) in [-1, 1] over the workspace) and the colours."""
-    from pi0_ros.images import crop_region
-    from pi0_ros.model.preprocess import resize_with_pad
+    from pi0_ros.images import model_image
     from pi0_ros.sim.env import SimEnv
     from pi0_ros.sim.tasks import cube_name
 
@@ -59,7 +58,7 @@ def render_layouts(embodiment: str, task: str, n_layouts: int, seed: int, image_
         pos = {c: np.zeros((n_layouts, 2), dtype=np.float32) for c in colors}
         for i in range(n_layouts):
             env.reset(seed + i)
-            images[i] = resize_with_pad(crop_region(env.render([slot])[slot], crop), image_size, image_size)
+            images[i] = model_image(env.render([slot])[slot], crop, image_size)
             for c in colors:
                 xy = env.object_position(cube_name(c))[:2]
                 pos[c][i] = 2.0 * (xy - lo) / (hi - lo) - 1.0

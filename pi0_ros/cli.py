@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str] | dict[str, tuple[str, str]]] = {
     "eval": ("pi0_ros.evaluation", "closed-loop episodes in the simulator through the ROS nodes"),
     "record": ("pi0_ros.data.record", "record rosbag2 (mcap) episodes of an embodiment's topics"),
     "collect": ("pi0_ros.ros.collect", "record scripted-expert demonstrations in the simulator into rosbags"),
+    "collect-takeover": ("pi0_ros.sim.takeover", "sim, no ROS: a checkpoint drives, the scripted expert takes over and is recorded (DAgger data)"),
     "bag2dataset": ("pi0_ros.data.bag2dataset", "convert rosbag2 episodes into a LeRobot v3.0 dataset"),
     "train": ("pi0_ros.training.train", "fine-tune pi0 on datasets (flow-matching loss; LoRA, DDP, FSDP2)"),
     "merge-lora": ("pi0_ros.training.merge_lora", "merge a LoRA adapter into its base: a plain checkpoint"),

@@ -93,33 +93,7 @@ rm -rf "$OUT" && mkdir -p "$(dirname "$OUT")"
 cp -r "$(last "$work/train_final")" "$OUT"
 rm -rf "$OUT/train_state"   # optimizer state: only for --resume
 cp "$work/train_final/loss.png" "$OUT/" 2>/dev/null || true
-# 7. Closed-loop evaluation through the ROS nodes on unseen seeds (1000..), real-time chunking and
-#    deterministic sampling (every setting explicit: no inference.json yet), each robot, then the prompt swap.
-for r in "${robots[@]}"; do
-  ev=("${pi0[@]}" eval --checkpoint "$OUT" --embodiment "$r" --episodes "$EVAL_EPISODES" --seed 1000 --json
-      --realtime-chunking --noise-scale 0)
-  ROS_DOMAIN_ID=$EVAL_DOMAIN "${ev[@]}" > "$work/eval_$r.json"
-  ROS_DOMAIN_ID=$EVAL_DOMAIN "${ev[@]}" --swap-prompt > "$work/eval_${r}_swapped.json"
-done
-# 8. The settings of those evaluations, and each robot's result, into the checkpoint's inference.json.
-#    No execute_steps: each robot keeps its embodiment's own (ALOHA 25, UR5e/Franka 16).
-"${python[@]}" - "$work" "$OUT" "${OUT#"$here"/}" "$EVAL_EPISODES" "${robots[@]}" <<'PY'
-import json, sys
-from pi0_ros import inference_settings as s
-work, ckpt, shown, n, robots = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]
-ev = {r: json.load(open(f"{work}/eval_{r}.json")) for r in robots}
-sw = {r: json.load(open(f"{work}/eval_{r}_swapped.json")) for r in robots}
-first = ev[robots[0]]
-print(f"{'robot':<18} {'success':>9} {'rate':>6} {'swapped':>9} {'rate':>6}")
-for r in robots:
-    print(f"{r:<18} {ev[r]['successes']:>4}/{ev[r]['episodes']:<4} {ev[r]['success_rate']:>6.2f} "
-          f"{sw[r]['successes']:>4}/{sw[r]['episodes']:<4} {sw[r]['success_rate']:>6.2f}")
-for r in robots:  # how the episodes ended (pi0_ros.sim.grasp_report), e.g. closed_empty = a missed grasp
-    print(f"{r:<18} outcomes {ev[r]['outcomes']}, swapped {sw[r]['outcomes']}")
-s.write(ckpt, {k: first[k] for k in ("realtime_chunking", "noise_scale", "num_steps")}, validated={
-    "task": first["task"], "episodes": n, "seeds": f"1000-{1000 + n - 1}",
-    "embodiments": {r: {"success_rate": ev[r]["success_rate"], "successes": ev[r]["successes"],
-                        "swapped_success_rate": sw[r]["success_rate"]} for r in robots},
-    "command": f"pi0-ros eval --checkpoint {shown} --embodiment ROBOT --episodes {n} --seed 1000 "
-               "--realtime-chunking --noise-scale 0 --json"})
-PY
+# 7-8. Closed-loop evaluation of each robot through the ROS nodes on unseen seeds (1000..), and with the
+#    prompt swapped; the settings and results into the checkpoint's inference.json (tools/eval_multirobot.sh).
+ROBOTS="${robots[*]}" EVAL_EPISODES=$EVAL_EPISODES EVAL_DOMAIN=$EVAL_DOMAIN PI0_ROS="${pi0[*]}" PYTHON="${python[*]}" \
+  "$here/tools/eval_multirobot.sh" "$OUT" "$work"

@@ -19,6 +19,7 @@ picks the expert by the env's task.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -203,6 +204,14 @@ def build_plan(phases: list[Phase], home: np.ndarray, arm_idx: list[int], g_idx:
     return plan, errs
 
 
+# Takeovers (reset(start=...)): a pinch off the grasp sideways by more than TAKEOVER_LATERAL (m) rises
+# to pass over the cube, up to TAKEOVER_CLEARANCE (m) above the grasp (the open fingers clear a 4 cm
+# cube); the reach to above the grasp moves the pinch at about TAKEOVER_SPEED (m/s).
+TAKEOVER_CLEARANCE = 0.04
+TAKEOVER_LATERAL = 0.01
+TAKEOVER_SPEED = 0.25
+
+
 class PickCubeExpert:
     """Scripted top-down pick of the prompt's cube. ``act()`` -> robot vector (n,) per tick."""
 
@@ -219,7 +228,8 @@ class PickCubeExpert:
         # range (ALOHA: 200/200 seeds), and a grasp that does not depend on the yaw spares the
         # imitating policy from reading a 4 cm cube's yaw off the pixels. On for the Franka hand.
         self.align_to_faces = geo.align_to_faces if align_to_faces is None else align_to_faces
-        self.timeline = timeline or self.timeline_class()
+        self._timeline = timeline or self.timeline_class()   # from home; a takeover shortens its moves
+        self.timeline = self._timeline
         self.pregrasp_height = geo.pregrasp_height if pregrasp_height is None else pregrasp_height
         self.grasp_offset = geo.grasp_offset if grasp_offset is None else grasp_offset  # pinch above cube centre (m)
         self.lift_height = geo.lift_height if lift_height is None else lift_height
@@ -275,15 +285,18 @@ class PickCubeExpert:
         ik = ArmIK(env, src, env.scene.ee_sites[src])
         first = env.scene.dims[env.scene.arm_dims[src][0]]
         base = env.data.xanchor[mujoco.mj_name2id(env.model, mujoco.mjtObj.mjOBJ_JOINT, first.joint)].copy()
-        pre = cube + np.array([0, 0, self.pregrasp_height + self.grasp_offset])
-        grasp = cube + np.array([0, 0, self.grasp_offset])
-
         home = (env.scene.home if start is None else np.asarray(start, dtype=np.float64)).copy()
         if home.shape != (emb.num_dims,):
             raise ValueError(f"start must have the embodiment's {emb.num_dims} values, got shape {home.shape}")
         arm_idx = env.scene.arm_dims[src]
         g_idx = env.scene.gripper_dim[src]
         q_home = home[arm_idx]
+        grasp = cube + np.array([0, 0, self.grasp_offset])
+        pre_height = self.pregrasp_height
+        self.timeline = self._timeline
+        if start is not None:
+            pre_height = self._takeover_height(ik.forward(q_home)[0], grasp)
+        pre = grasp + np.array([0, 0, pre_height])
         # Pre-grasp: solved from home for the fingers across the reach direction and for the same
         # grasp with the wrist turned by pi (a parallel gripper is symmetric); keep the one that
         # reaches and gets there from home soonest at the YAML's joint velocities.
@@ -298,6 +311,9 @@ class PickCubeExpert:
         _, R, q_pre, err = best
         g_open = emb.dims[g_idx].open
         g_close = emb.to_robot(np.where(np.arange(emb.num_dims) == g_idx, self.close_to, 0.0))[g_idx]
+        if start is not None:
+            self.timeline = self._takeover_timeline(ik.forward(q_home)[0], pre, pre_height, q_home, q_pre, vmax,
+                                                    abs(home[g_idx] - g_open) / emb.max_velocity[g_idx])
         g = Grasp(cube, base, pre, grasp, R, q_home, q_pre, g_open, g_close, ik)
         plan, errs = build_plan(self.phases(g), home, arm_idx, g_idx, ik, R, emb.dt)
         # Never faster than the YAML's max_velocity (e.g. a slow gripper closing): the executor's
@@ -305,6 +321,33 @@ class PickCubeExpert:
         # 2 % under it, so that float rounding never makes a tick count as over the limit.
         self.plan = rate_limit(plan, emb.max_velocity * emb.dt * 0.98)
         self.ik_error = float(max([err] + errs))
+
+    def _takeover_height(self, pinch: np.ndarray, grasp: np.ndarray) -> float:
+        """Pre-grasp height above the grasp (m) for a takeover with the pinch site at ``pinch``.
+
+        Above the cube at about the current height, never back up to the full pre-grasp: takeover
+        data teaches a policy what to do from where it drifted, and from a pose at the grasp, a
+        little off, the lesson must be "shift over and close", not "back away" (which, taught from
+        states the policy reaches in most episodes, makes it hover and never close; measured).
+        Only a pinch off sideways by more than TAKEOVER_LATERAL rises, up to TAKEOVER_CLEARANCE
+        at 3 cm off, so that the open fingers pass over the cube instead of pushing it."""
+        lateral = float(np.linalg.norm(pinch[:2] - grasp[:2]))
+        low = TAKEOVER_CLEARANCE * float(np.clip((lateral - TAKEOVER_LATERAL) / (0.03 - TAKEOVER_LATERAL), 0.0, 1.0))
+        return float(np.clip(pinch[2] - grasp[2], low, self.pregrasp_height))
+
+    def _takeover_timeline(self, pinch: np.ndarray, pre: np.ndarray, pre_height: float, q_from: np.ndarray,
+                           q_pre: np.ndarray, vmax: np.ndarray, reopen_s: float):
+        """The timeline with the reach and the descent as long as a takeover's moves need (s): a
+        short move at the from-home plan's pace would crawl for seconds near the cube, a pause that
+        the policy cannot tell from the moment to close. Never faster than the joints' velocities
+        (smoothstep peaks at 1.5x its mean) or than re-opening the gripper."""
+        tl = self._timeline
+        reach = max(float(np.linalg.norm(pre - pinch)) / TAKEOVER_SPEED, 1.5 * float(np.max(np.abs(q_pre - q_from) / vmax)),
+                    reopen_s + 0.1, 0.3)
+        descend = max((tl.descend - tl.reach) * pre_height / self.pregrasp_height, 0.1)
+        shift = reach + descend - tl.descend
+        later = {f.name: getattr(tl, f.name) + shift for f in dataclasses.fields(tl) if getattr(tl, f.name) > tl.descend}
+        return dataclasses.replace(tl, reach=reach, descend=reach + descend, **later)
 
     def grasp_key(self, q: np.ndarray, err: float, q_home: np.ndarray, vmax: np.ndarray, ik: ArmIK) -> tuple:
         """Sort key (lowest first) of a pre-grasp candidate ``q`` (n_arm,) with IK error ``err``

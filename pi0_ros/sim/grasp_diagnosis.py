@@ -49,8 +49,9 @@ def policy_input(env: "SimEnv", policy: "Policy") -> "PolicyInput":
                        prompt=env.prompt)
 
 
-def _chunk(env: "SimEnv", policy: "Policy") -> np.ndarray:
-    """(chunk_size, n) robot units, deterministic (noise 0)."""
+def policy_actions(env: "SimEnv", policy: "Policy") -> np.ndarray:
+    """The policy's chunk for the env's current observation: (chunk_size, n) robot units,
+    deterministic (noise 0)."""
     out = policy.infer(policy_input(env, policy), noise=np.zeros((policy.chunk_size, policy.action_dim)))
     return env.embodiment.robot_actions(out.actions)
 
@@ -91,7 +92,7 @@ def teacher_forced(env: "SimEnv", policy: "Policy", seed: int, lead: int) -> dic
     site = env.scene.ee_sites[expert.arm]
     cube = env.object_position(cube_name(env.task.target))
     frame = env.site_rotation(site)
-    chunk = _chunk(env, policy)
+    chunk = policy_actions(env, policy)
     pred = np.flatnonzero(emb.to_model(chunk)[:, g] >= CLOSE_COMMANDED)
     out = {"seed": seed, "lead": lead, "expert_offset": dict(zip(AXES, _close_offset(env, site, plan[t_close], frame, cube))),
            "predicted_close_step": None, "policy_offset": None}
@@ -112,7 +113,7 @@ def closed_loop(env: "SimEnv", policy: "Policy", seed: int, execute_steps: int) 
     success = False
     for t in range(ticks):
         if t % execute_steps == 0:
-            chunk = _chunk(env, policy)
+            chunk = policy_actions(env, policy)
         env.set_targets(chunk[t % execute_steps])
         env.step()
         monitor.update(env)

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from pi0_ros.data.dataset import Pi0Dataset
-from pi0_ros.model.normalize import NormStats, Normalizer
+from pi0_ros.model.normalize import NormStats, Normalizer, load_norm_stats
 
 MIXTURE_EXPONENT = 0.43
 
@@ -81,6 +81,31 @@ def combined_norm_stats(datasets: Sequence[Pi0Dataset], action_dim: int,
             stats[key] = NormStats(**vec)
         out[asset] = stats
     return out
+
+
+def keep_init_norm_stats(norm: dict[str, dict[str, NormStats]], init: str | Path, delta_actions: bool,
+                         ) -> tuple[dict[str, dict[str, NormStats]], list[str]]:
+    """``norm`` with each asset's statistics replaced by those the ``init`` checkpoint was trained
+    with (assets/<asset_id>/norm_stats.json), where it has them. Continued training on new data of
+    the same robots (e.g. expert takeovers, which visit states the first data never did) then keeps
+    the model's normalised inputs and outputs where they were, instead of shifting every one of
+    them at step 0. Returns (stats, the assets taken from ``init``)."""
+    out, kept = dict(norm), []
+    for asset, stats in norm.items():
+        d = Path(init) / "assets" / asset
+        if not (d / "norm_stats.json").is_file():
+            continue
+        if (d / "delta_actions.json").is_file() != bool(delta_actions):
+            raise ValueError(f"{d}: the checkpoint was trained {'without' if delta_actions else 'with'} "
+                             f"--delta-actions: its action stats do not fit this run")
+        old = load_norm_stats(d / "norm_stats.json")
+        for key in ("state", "actions"):
+            if old[key].mean.shape != stats[key].mean.shape:
+                raise ValueError(f"{d}: {key} stats have {old[key].mean.shape[0]} values, the data "
+                                 f"{stats[key].mean.shape[0]}: not the same robot layout")
+        out[asset] = {"state": old["state"], "actions": old["actions"]}
+        kept.append(asset)
+    return out, kept
 
 
 class StepBatches(TorchDataset):

@@ -68,7 +68,8 @@ from torch.utils.data import DataLoader
 from pi0_ros.data.dataset import Pi0Dataset
 from pi0_ros import camera_views
 from pi0_ros.training.checkpointing import latest_checkpoint, resume_train_state, save_training_checkpoint
-from pi0_ros.training.data import StepBatches, combined_norm_stats, delta_mask, mapping_for, model_inputs
+from pi0_ros.training.data import (StepBatches, combined_norm_stats, delta_mask, keep_init_norm_stats, mapping_for,
+                                   model_inputs)
 from pi0_ros.training.distributed import (
     DISTRIBUTED, dist_env, full_state, shard_fsdp2_from_rank0, start_process_group, wrap_ddp,
 )
@@ -111,6 +112,7 @@ class TrainConfig:
     delta_actions: bool = False        # joints as offsets from the current state (openpi's ALOHA recipe)
     stop_after: int | None = None      # stop (as if interrupted) after this step; tests/debugging
     dataset_map: str | None = None     # mapping YAML / embodiment for LeRobot datasets without meta/pi0_ros.json
+    keep_norm_stats: bool = False      # --init's norm stats for the assets it has (continued training)
     lora: bool = False                 # PEFT LoRA adapters instead of full fine-tuning (lora.py)
     lora_rank: int = 16                # openpi gemma_2b_lora
     lora_alpha: float = 16.0
@@ -215,6 +217,14 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
         if extra:
             logger.warning("%s: camera slot(s) %s are not among the model's %s: ignored", d.root, extra, list(config.camera_names))
     norm = combined_norm_stats(datasets, config.action_dim, cfg.delta_actions)
+    if cfg.keep_norm_stats:
+        if cfg.init is None or cfg.lora:
+            raise ValueError("--keep-norm-stats continues a plain --init checkpoint's normalisation (not with "
+                             "--preset or --lora)")
+        norm, kept = keep_init_norm_stats(norm, cfg.init, cfg.delta_actions)
+        if rank == 0:
+            logger.info("norm stats of %s kept from %s; from the data: %s", kept or "no asset", cfg.init,
+                        sorted(set(norm) - set(kept)) or "none")
     crops = camera_views.crops_by_asset(datasets)  # before any step: conflicting views fail here
     delta = {}
     if cfg.delta_actions:
@@ -396,6 +406,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delta-actions", action="store_true",
                         help="learn joint actions as offsets from the current state (openpi's ALOHA recipe); "
                              "saved as assets/<asset_id>/delta_actions.json, the policy adds the state back")
+    parser.add_argument("--keep-norm-stats", action="store_true",
+                        help="continue --init's normalisation: its assets/<asset_id>/norm_stats.json for the robots it "
+                             "was trained on (new robots get their data's); for more data of the same robots")
     parser.add_argument("--log-every", type=int, default=1, help="write a log line every N steps")
     parser.add_argument("--dataset-map", default=None, metavar="YAML|EMBODIMENT",
                         help="for LeRobot datasets not written by bag2dataset: a mapping YAML (LeRobot feature names "
@@ -437,7 +450,7 @@ def run(args: argparse.Namespace) -> int:
                       save_every=args.save_every, resume=args.resume, device=args.device,
                       num_workers=args.num_workers, chunk_size=args.chunk_size, action_dim=args.action_dim,
                       num_cameras=args.num_cameras, log_every=args.log_every, delta_actions=args.delta_actions,
-                      dataset_map=args.dataset_map, lora=args.lora, lora_rank=args.lora_rank,
+                      dataset_map=args.dataset_map, keep_norm_stats=args.keep_norm_stats, lora=args.lora, lora_rank=args.lora_rank,
                       lora_alpha=args.lora_alpha, lora_expert_rank=args.lora_expert_rank,
                       lora_expert_alpha=args.lora_expert_alpha,
                       lora_targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pi0_ros.sim.env import SimEnv
-from pi0_ros.sim.expert import PickCubeExpert, rate_limit, run_episode
+from pi0_ros.sim.expert import TAKEOVER_CLEARANCE, ArmIK, PickCubeExpert, rate_limit, run_episode
 
 ROBOTS = ("ur5e", "franka")
 
@@ -111,6 +111,18 @@ def test_expert_takes_over_from_where_another_controller_left_the_arm(env, seed)
     # The plan starts where the arm is (within one rate-limited tick), and counts from now.
     assert np.abs(expert.act()[arm] - start[arm]).max() <= (emb.max_velocity[arm] * emb.dt).max()
     assert expert.start_tick == env.tick
+    # From the grasp height it shifts over at a low height and descends again, not back up to the
+    # pre-grasp (a policy taught by takeovers would otherwise learn to back away from the cube).
+    ik = ArmIK(env, expert.arm, env.scene.ee_sites[expert.arm])
+    g = env.scene.gripper_dim[expert.arm]
+    closed = emb.to_model(expert.plan)[:, g] >= 0.5
+    reopened = int(np.argmin(closed))  # the first ticks re-open the gripper the miss closed
+    close = reopened + int(np.argmax(closed[reopened:]))
+    pinch = np.array([ik.forward(q[arm])[0] for q in expert.plan[:close]])  # until the close (then the lift)
+    cube = env.object_position(env.task.target_object)
+    grasp_z = cube[2] + expert.grasp_offset
+    assert pinch[:, 2].max() <= max(pinch[0, 2], grasp_z + TAKEOVER_CLEARANCE) + 0.005
+    assert pinch[:, 2].max() < grasp_z + expert.pregrasp_height - 0.03
     while env.tick < takeover + len(expert.plan):
         for name, vals in emb.split_outputs(expert.act()).items():
             env.set_command(name, vals)
@@ -120,3 +132,34 @@ def test_expert_takes_over_from_where_another_controller_left_the_arm(env, seed)
     assert env.success(), env.task.heights(env)
     with pytest.raises(ValueError, match="start must have"):
         expert.reset(start=start[:3])
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_a_takeover_at_the_grasp_closes_there_without_backing_away(env, seed):
+    """Taken over with the fingers around the cube (a policy about to close, a few mm off), the expert
+    closes within a second and never rises: takeover data from such states must not teach a policy
+    to back away or pause before closing (measured: trained on takeovers that rose 4 cm and took the
+    from-home plan's 2.5 s to close, the policy hovered and closed on nothing or not at all)."""
+    emb = env.embodiment
+    env.reset(seed)
+    first = PickCubeExpert(env)
+    g = env.scene.gripper_dim[first.arm]
+    close = int(np.argmax(emb.to_model(first.plan)[:, g] >= 0.5))
+    while env.tick < close - 3:
+        for name, vals in emb.split_outputs(first.act()).items():
+            env.set_command(name, vals)
+        env.step()
+    start = env.measured_positions()
+    expert = PickCubeExpert(env)
+    expert.reset(start=start)
+    arm = env.scene.arm_dims[expert.arm]
+    ik = ArmIK(env, expert.arm, env.scene.ee_sites[expert.arm])
+    closes = np.flatnonzero(emb.to_model(expert.plan)[:, g] >= 0.5)
+    assert closes[0] * emb.dt <= 1.0
+    z0 = ik.forward(start[arm])[0][2]
+    assert max(ik.forward(q[arm])[0][2] for q in expert.plan[: closes[0]]) <= z0 + 0.005
+    while env.tick < close - 3 + len(expert.plan) and not env.success():
+        for name, vals in emb.split_outputs(expert.act()).items():
+            env.set_command(name, vals)
+        env.step()
+    assert env.success()

@@ -178,3 +178,30 @@ def test_freeze_vision_trains_the_vlm_layers_but_not_the_image_encoder(datasets,
     assert s["trainable_parameters"] == s["parameters"] - frozen
     with pytest.raises(ValueError, match="one of"):
         train(tiny_cfg(datasets, tmp_path / "both", steps=1, freeze_vlm=True, freeze_vision=True))
+
+
+def test_keep_norm_stats_continues_the_init_checkpoints_normalisation(datasets, tmp_path):
+    """Continued training on other data of the same robot: without the flag the stats are the new
+    data's (every normalised input moves at step 0); with it, the checkpoint's are kept exactly."""
+    from pi0_ros.policy import Policy
+
+    first = train(tiny_cfg(datasets[:1], tmp_path / "first", steps=2))
+    assert first["end_step"] == 2
+    ckpt = tmp_path / "first" / "checkpoints" / "step_000002"
+    old = load_norm_stats(ckpt / "assets" / "ur5e" / "norm_stats.json")
+    new_data = load_norm_stats(os.path.join(datasets[1], "norm_stats.json"))
+    assert not np.allclose(old["state"].mean, new_data["state"].mean)  # the two datasets differ
+    common = dict(datasets=datasets[1:], steps=1, batch_size=2, lr=1e-4, warmup=1, seed=3)
+    train(TrainConfig(out=str(tmp_path / "plain"), init=str(ckpt), **common))
+    train(TrainConfig(out=str(tmp_path / "kept"), init=str(ckpt), keep_norm_stats=True, **common))
+    plain = Policy.from_checkpoint(tmp_path / "plain" / "checkpoints" / "step_000001", "ur5e").normalizer.stats
+    kept = Policy.from_checkpoint(tmp_path / "kept" / "checkpoints" / "step_000001", "ur5e").normalizer.stats
+    np.testing.assert_allclose(plain["state"].mean, new_data["state"].mean, atol=1e-9)
+    for key in ("state", "actions"):
+        np.testing.assert_array_equal(kept[key].mean, old[key].mean)
+        np.testing.assert_array_equal(kept[key].std, old[key].std)
+    with pytest.raises(ValueError, match="delta-actions"):
+        train(TrainConfig(out=str(tmp_path / "delta"), init=str(ckpt), keep_norm_stats=True, delta_actions=True,
+                          **common))
+    with pytest.raises(ValueError, match="keep-norm-stats"):
+        train(tiny_cfg(datasets[1:], tmp_path / "preset", keep_norm_stats=True))

@@ -290,6 +290,14 @@ class CommandPublishers:
 
     def __init__(self, node: Node, embodiment: Embodiment, dry_run: bool,
                  on_fault: Callable[[str, str], None] | None = None) -> None:
+        # rclpy's ActionClient registers itself with its node before it has made its lock, and an
+        # executor already spinning the node can poll it in between: the spin thread dies with an
+        # AttributeError and the node takes no more callbacks (measured: no /clock, no goal
+        # responses). So action clients are made before the node spins, as the executor node does.
+        if not dry_run and any(o.is_action for o in embodiment.outputs) and node.executor is not None:
+            raise RuntimeError(f"CommandPublishers for '{embodiment.name}' (action outputs) on node "
+                               f"'{node.get_name()}' which already spins: create them before adding the node "
+                               "to an executor")
         self.dry_run = dry_run
         self.published = 0
         self.node = node

@@ -46,12 +46,17 @@ def plan(emb, start: np.ndarray, target: np.ndarray, t0: float, end_velocity: fl
 def setup(graph, path, **sim_params):
     emb = load_embodiment(path)
     sim = graph.add(SimNode(**graph.params(embodiment=str(path), image_rate_hz=0.0, seed=0, **sim_params)))
-    node = graph.add(Node("cmd", context=graph.context, parameter_overrides=[Parameter("use_sim_time", value=True)]))
+    node = Node("cmd", context=graph.context, parameter_overrides=[Parameter("use_sim_time", value=True)])
     faults: list[tuple[str, str]] = []
+    # Before the node spins, as the executor node does (CommandPublishers refuses otherwise).
     pubs = CommandPublishers(node, emb, dry_run=False, on_fault=lambda name, reason: faults.append((name, reason)))
+    graph.add(node)
     # /clock arrives: the executor keeps sim time. A liveness bound, not a timing claim: under load
     # (three real-time collectors beside the suite, load average 20) the first 0.2 s of sim time took over 10 s.
-    assert graph.wait_for(lambda: now(node) > 0.2, 30)
+    assert graph.wait_for(lambda: now(node) > 0.2, 30), (
+        f"no /clock past 0.2 s: node time {now(node):.3f}, sim time {sim.sim_time:.3f}, "
+        f"{sim.physics_ticks} physics ticks, sim thread alive {sim._thread.is_alive()}, "
+        f"/clock publishers seen by the node {node.count_publishers('/clock')}")
     return emb, sim, node, pubs, faults
 
 
@@ -129,6 +134,19 @@ def test_follow_joint_trajectory_goals_preempt_reject_and_gripper_abort(graph, t
     tick(pubs, emb, closed)
     assert graph.wait_for(lambda: any(n == "left_gripper" and "aborted" in r for n, r in faults), 10), faults
     assert pubs.counters()["left_gripper"]["aborted"] == 1
+
+
+def test_action_clients_are_refused_on_a_node_that_already_spins(graph):
+    """rclpy's ActionClient registers with its node before it makes its lock; a spinning executor
+    polled it in between and its thread died (this file's setup then saw no /clock, 1 run in 17)."""
+    emb = load_embodiment(VARIANT)
+    spinning = graph.node("spinning")
+    with pytest.raises(RuntimeError, match="already spins"):
+        CommandPublishers(spinning, emb, dry_run=False)
+    assert CommandPublishers(spinning, emb, dry_run=True).dry_run  # no action clients: allowed
+    topics_only = load_embodiment("trossen_bimanual")
+    assert not any(o.is_action for o in topics_only.outputs)
+    CommandPublishers(spinning, topics_only, dry_run=False)  # publishers only: allowed
 
 
 def test_dry_run_builds_trajectories_and_goals_but_sends_nothing(graph):

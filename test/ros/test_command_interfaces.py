@@ -32,10 +32,11 @@ def graph():
     g.close()
 
 
-def plan(emb, start: np.ndarray, target: np.ndarray, t0: float, end_velocity: float = 0.0) -> Trajectory:
-    """What the executor's planner hands over: points within half a step of each other, velocities
+def plan(emb, start: np.ndarray, target: np.ndarray, t0: float, end_velocity: float = 0.0,
+         speed: float = 0.5) -> Trajectory:
+    """What the executor's planner hands over: points `speed` x the velocity limit apart, velocities
     from the points, the last one at rest (unless told otherwise, to provoke a rejection)."""
-    step = emb.max_velocity * emb.dt * 0.5
+    step = emb.max_velocity * emb.dt * speed
     k = max(2, int(np.ceil((np.abs(target - start) / step).max())))
     pos = start + np.outer(np.arange(1, k + 1) / k, target - start)
     vel = np.gradient(np.vstack([start, pos]), emb.dt, axis=0)[1:]
@@ -117,9 +118,10 @@ def test_follow_joint_trajectory_goals_preempt_reject_and_gripper_abort(graph, t
     mid, target = start.copy(), start.copy()
     mid[arm] += 0.1
     target[arm] += 0.2
-    tick(pubs, emb, start, plan(emb, start, mid, now(node)))
-    assert graph.wait_for(lambda: sim.controller_interfaces.counts["left_arm"]["executing"] == 0 and
-                          len(sim.controller_interfaces._goals) >= 1, 5)
+    # Slow (a few seconds), so that the newer goal always finds it executing: at half the velocity
+    # limit it lasted 0.08 s and, on a loaded machine, sometimes succeeded before the newer one came.
+    tick(pubs, emb, start, plan(emb, start, mid, now(node), speed=0.01))
+    assert graph.wait_for(lambda: len(sim.controller_interfaces._goals) >= 1, 5)  # accepted, executing
     tick(pubs, emb, start, plan(emb, start, target, now(node)))     # a newer chunk takes over
     assert graph.wait_for(lambda: pubs.counters()["left_arm"]["succeeded"] == 1, 10), pubs.counters()
     c = pubs.counters()["left_arm"]

@@ -52,8 +52,10 @@ def build_model(cfg: TrainConfig, device: torch.device, on_meta: bool = False):
             model = load_base(cfg.init, device=str(device), dtype=dtype)
         else:
             model = load_lora_model(cfg.init, device=str(device), dtype=dtype)
-        if cfg.chunk_size or cfg.action_dim or cfg.num_cameras:
-            raise ValueError("--chunk-size/--action-dim/--num-cameras apply to --preset only; a checkpoint keeps its own")
+        if cfg.chunk_size or cfg.action_dim:
+            raise ValueError("--chunk-size/--action-dim apply to --preset only; a checkpoint keeps its own")
+        if cfg.num_cameras:
+            model.config = with_more_cameras(model.config, cfg.num_cameras, cfg.init)
         tok_file = Path(cfg.init) / TOKENIZER_FILENAME
         if not tok_file.is_file():
             raise FileNotFoundError(f"{cfg.init}: no {TOKENIZER_FILENAME}")
@@ -73,6 +75,20 @@ def build_model(cfg: TrainConfig, device: torch.device, on_meta: bool = False):
         tokenizer = tiny_tokenizer(max_len=config.max_token_len)
     model.train()
     return model, tokenizer
+
+
+def with_more_cameras(config, num_cameras: int, init: str):
+    """--num-cameras with --init: the checkpoint's config with more camera slots (e.g. the wrists
+    beside a top camera). No weights change: every slot goes through the same vision tower, and a
+    slot missing from the whole batch is skipped, so the widened model answers exactly as before
+    until it is given the new cameras. Fewer slots than the checkpoint's would drop views it was
+    trained on: refused."""
+    import dataclasses
+
+    if num_cameras < config.num_cameras:
+        raise ValueError(f"--num-cameras {num_cameras}: {init} has {config.num_cameras} camera slots; a checkpoint's "
+                         "slots can be added to, not removed")
+    return dataclasses.replace(config, num_cameras=num_cameras)
 
 
 def loss_unused_prefixes(model) -> tuple[str, ...]:

@@ -107,7 +107,7 @@ class TrainConfig:
     num_workers: int = 0
     chunk_size: int | None = None      # preset only (checkpoints keep theirs)
     action_dim: int | None = None      # preset only
-    num_cameras: int | None = None     # preset only (default 3)
+    num_cameras: int | None = None     # preset: default 3; --init: widen to this many slots
     log_every: int = 1
     delta_actions: bool = False        # joints as offsets from the current state (openpi's ALOHA recipe)
     stop_after: int | None = None      # stop (as if interrupted) after this step; tests/debugging
@@ -402,7 +402,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--chunk-size", type=int, default=None, help="preset only: actions per chunk (default 50)")
     parser.add_argument("--action-dim", type=int, default=None, help="preset only: padded action width (default 32)")
-    parser.add_argument("--num-cameras", type=int, default=None, help="preset only: camera slots of the model (default 3)")
+    parser.add_argument("--num-cameras", type=int, default=None, help="camera slots of the model (preset: default 3); with --init, more slots than the checkpoint's "
+                             "(add wrist cameras to a top-camera model; no new weights)")
     parser.add_argument("--delta-actions", action="store_true",
                         help="learn joint actions as offsets from the current state (openpi's ALOHA recipe); "
                              "saved as assets/<asset_id>/delta_actions.json, the policy adds the state back")

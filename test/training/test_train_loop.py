@@ -180,6 +180,41 @@ def test_freeze_vision_trains_the_vlm_layers_but_not_the_image_encoder(datasets,
         train(tiny_cfg(datasets, tmp_path / "both", steps=1, freeze_vlm=True, freeze_vision=True))
 
 
+def test_num_cameras_widens_an_init_checkpoint_and_changes_nothing_until_a_new_camera_comes(datasets, tmp_path):
+    """--num-cameras with --init adds camera slots (wrists beside a top camera): same weights, the
+    same actions while the new slots are empty; a checkpoint's slots are never removed."""
+    import torch
+
+    from pi0_ros.model.checkpoint import load_checkpoint
+    from pi0_ros.model.inputs import ModelInputs
+    from pi0_ros.training.model_setup import build_model, with_more_cameras
+
+    train(tiny_cfg(datasets[:1], tmp_path / "one", steps=1, num_cameras=1))
+    ckpt = str(tmp_path / "one" / "checkpoints" / "step_000001")
+    base = load_checkpoint(ckpt, device="cpu").eval()
+    wide, _ = build_model(TrainConfig(datasets=datasets[:1], out=str(tmp_path / "w"), init=ckpt, num_cameras=2),
+                          torch.device("cpu"))
+    wide.eval()
+    assert base.config.num_cameras == 1 and wide.config.num_cameras == 2
+    assert wide.config.camera_names == ("base_0_rgb", "left_wrist_0_rgb")
+    S, g = base.config.vision.image_size, torch.Generator().manual_seed(0)
+    state = torch.randn(2, base.config.action_dim, generator=g)
+    tokens, token_masks = torch.randint(1, 50, (2, 5), generator=g), torch.ones(2, 5, dtype=torch.bool)
+    top = torch.rand(2, 1, 3, S, S, generator=g) * 2 - 1
+    noise = torch.randn(2, base.config.chunk_size, base.config.action_dim, generator=g)
+    one = ModelInputs(top, torch.ones(2, 1, dtype=torch.bool), tokens, token_masks, state)
+    empty_wrist = ModelInputs(torch.cat([top, -torch.ones_like(top)], 1), torch.tensor([[True, False]] * 2),
+                              tokens, token_masks, state)
+    wrist = ModelInputs(torch.cat([top, torch.rand_like(top) * 2 - 1], 1), torch.ones(2, 2, dtype=torch.bool),
+                        tokens, token_masks, state)
+    with torch.no_grad():
+        before = base.sample_actions(one, noise=noise, num_steps=2)
+        torch.testing.assert_close(wide.sample_actions(empty_wrist, noise=noise, num_steps=2), before)
+        assert not torch.allclose(wide.sample_actions(wrist, noise=noise, num_steps=2), before, atol=1e-4)
+    with pytest.raises(ValueError, match="added to, not removed"):
+        with_more_cameras(wide.config, 1, "a two-camera checkpoint")
+
+
 def test_keep_norm_stats_continues_the_init_checkpoints_normalisation(datasets, tmp_path):
     """Continued training on other data of the same robot: without the flag the stats are the new
     data's (every normalised input moves at step 0); with it, the checkpoint's are kept exactly."""

@@ -30,3 +30,32 @@ def cropped_ur5e(tmp_path_factory) -> str:
     p = tmp_path_factory.mktemp("embodiments") / "ur5e.yaml"
     p.write_text(yaml.safe_dump(spec, sort_keys=False))
     return str(p)
+
+
+@pytest.fixture(autouse=True)
+def _normal_scheduling(request):
+    """Every test starts and ends at normal scheduling. One CI run hung with the pytest process at
+    SCHED_FIFO 99: there, OpenMP's spin-waiting threads starve the thread they wait for on 2 cores.
+    Nothing in the package raises the main thread's class (the executor's opt-in
+    realtime_priority applies to its own control thread), so a change is reported with the test
+    it happened in, and normal scheduling is restored for the tests after it."""
+    import warnings
+
+    def normal() -> bool:
+        return not hasattr(os, "sched_getscheduler") or os.sched_getscheduler(0) == os.SCHED_OTHER
+
+    def restore(when: str) -> None:
+        policy = os.sched_getscheduler(0)
+        try:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError as e:  # pragma: no cover - reported, the test still runs
+            warnings.warn(f"{request.node.nodeid}: scheduling policy {policy} {when}, could not restore: {e}")
+            return
+        warnings.warn(f"{request.node.nodeid}: the main thread's scheduling policy was {policy} {when}; "
+                      "restored SCHED_OTHER")
+
+    if not normal():
+        restore("before the test")
+    yield
+    if not normal():
+        restore("after the test")

@@ -9,6 +9,12 @@ ROS, say why:
   targets at the chunk's first close go through forward kinematics: where the policy would close,
   relative to the cube, from a state an expert reached. A model that cannot see the cube well
   enough misses here.
+- **State reliance** (``--shift``). The same, but the expert plans for the named cube moved by
+  ``shift`` metres (one horizontal direction per seed) and the cube is put back before it drives:
+  the robot's state now heads to the wrong place while the image shows the cube where it is. The
+  share of the expert's error the policy's close keeps says where its aim comes from: 0, the image
+  (it corrects); 1, the state (it continues the trajectory it is on). Teacher-forced aim from an
+  expert's state is only evidence of seeing the cube when this share is low.
 - **Closed loop.** The policy drives the robot from the start, one chunk every ``execute_steps``
   ticks, the simulator waiting for each chunk (no latency, no real-time chunking), and the grasp
   report scores each episode. A model that aims well from the expert's states but misses here
@@ -102,6 +108,49 @@ def teacher_forced(env: "SimEnv", policy: "Policy", seed: int, lead: int) -> dic
     return out
 
 
+def shifted_aim(env: "SimEnv", policy: "Policy", seed: int, lead: int, shift: float) -> dict[str, Any]:
+    """Teacher-forced from an expert that planned for the named cube moved by ``shift`` m
+    (direction 90 deg x (seed mod 4) in the world's horizontal plane); ``kept``: the share of the
+    expert's horizontal pinch-frame error that the policy's predicted close keeps."""
+    import mujoco
+
+    from pi0_ros.sim.expert import make_expert
+    from pi0_ros.sim.tasks import cube_name
+
+    emb = env.embodiment
+    env.reset(seed)
+    name = cube_name(env.task.target)
+    adr = env.scene.objects[name].qpos_adr
+    true = env.data.qpos[adr:adr + 3].copy()
+    angle = np.pi / 2 * (seed % 4)
+    env.data.qpos[adr:adr + 3] = true + shift * np.array([np.cos(angle), np.sin(angle), 0.0])
+    mujoco.mj_forward(env.model, env.data)
+    expert = make_expert(env)  # plans for the moved cube
+    env.data.qpos[adr:adr + 3] = true
+    mujoco.mj_forward(env.model, env.data)
+    g = env.scene.gripper_dim[expert.arm]
+    plan = np.array(expert.plan)
+    t_close = int(np.flatnonzero(emb.to_model(plan)[:, g] >= CLOSE_COMMANDED)[0])
+    for _ in range(max(t_close - lead, 0)):
+        for out_name, vals in emb.split_outputs(expert.act()).items():
+            env.set_command(out_name, vals)
+        env.step()
+    site = env.scene.ee_sites[expert.arm]
+    cube = env.object_position(name)
+    frame = env.site_rotation(site)
+    e_off = np.array(_close_offset(env, site, plan[t_close], frame, cube))
+    chunk = policy_actions(env, policy)
+    pred = np.flatnonzero(emb.to_model(chunk)[:, g] >= CLOSE_COMMANDED)
+    out = {"seed": seed, "lead": lead, "shift_m": shift, "expert_offset": dict(zip(AXES, e_off.tolist())),
+           "policy_offset": None, "kept": None}
+    if pred.size:
+        p_off = np.array(_close_offset(env, site, chunk[pred[0]], frame, cube))
+        h = e_off[1:]  # closing, across: the horizontal pinch axes of a top-down grasp
+        out["policy_offset"] = dict(zip(AXES, p_off.tolist()))
+        out["kept"] = round(float(p_off[1:] @ h / (h @ h)), 3)
+    return out
+
+
 def closed_loop(env: "SimEnv", policy: "Policy", seed: int, execute_steps: int) -> dict[str, Any]:
     """One episode driven by the policy, lockstep; the grasp report's outcome and close offset."""
     from pi0_ros.sim.grasp_report import GraspMonitor
@@ -136,10 +185,18 @@ def _means(offsets: list[dict[str, float]]) -> dict[str, float] | None:
     return {a: round(statistics.fmean(o[a] for o in offsets), 4) for a in AXES}
 
 
-def summarise(aim: dict[int, list[dict]], loop: list[dict]) -> dict[str, Any]:
+def summarise(aim: dict[int, list[dict]], loop: list[dict], shifted: dict[int, list[dict]] | None = None) -> dict[str, Any]:
     """Per lead: how often the predicted close misses by >= MISS on a horizontal axis, the median
-    |offset| and the mean (signed: a one-sided miss is a bias); the same for the closed loop."""
+    |offset| and the mean (signed: a one-sided miss is a bias); the same for the closed loop; with
+    ``shifted``, per lead the median share of a misled expert's error the policy keeps."""
     out: dict[str, Any] = {"miss_threshold_m": MISS, "teacher_forced": {}}
+    if shifted:
+        out["state_reliance"] = {}
+        for lead, rows in shifted.items():
+            kept = [r["kept"] for r in rows if r["kept"] is not None]
+            out["state_reliance"][str(lead)] = {
+                "episodes": len(rows), "no_close_predicted": len(rows) - len(kept),
+                "median_kept": round(statistics.median(kept), 3) if kept else None}
     for lead, rows in aim.items():
         offs = [r["policy_offset"] for r in rows if r["policy_offset"]]
         out["teacher_forced"][str(lead)] = {
@@ -163,6 +220,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="teacher-forced: ticks before the expert's close at which the policy predicts (comma list)")
     parser.add_argument("--execute-steps", type=int, default=0,
                         help="closed loop: actions executed per chunk (0 = the embodiment's)")
+    parser.add_argument("--shift", type=float, default=0.0, metavar="M",
+                        help="also measure state reliance: the expert plans for the cube moved by M metres, and the "
+                             "share of that error the policy's close keeps is reported (0: off; try 0.025)")
     parser.add_argument("--json", action="store_true", help="print one JSON object (summary and per episode)")
 
 
@@ -174,6 +234,8 @@ def run(args: argparse.Namespace) -> int:
     leads = [int(x) for x in str(args.lead).split(",") if x.strip()]
     if args.episodes < 1 or any(k < 1 for k in leads):
         raise SystemExit("--episodes and every --lead must be >= 1")
+    if not (np.isfinite(args.shift) and 0.0 <= args.shift <= 0.1):
+        raise SystemExit("--shift must be within 0..0.1 m")
     emb = load_embodiment(args.embodiment)
     policy = Policy.from_checkpoint(args.checkpoint, asset_id=emb.asset_id, noise_scale=0.0)
     execute = args.execute_steps or emb.execute_steps
@@ -183,17 +245,22 @@ def run(args: argparse.Namespace) -> int:
     try:
         seeds = range(args.seed, args.seed + args.episodes)
         aim = {k: [teacher_forced(env, policy, s, k) for s in seeds] for k in leads}
+        shifted = {k: [shifted_aim(env, policy, s, k, args.shift) for s in seeds] for k in leads} if args.shift else {}
         loop = [closed_loop(env, policy, s, execute) for s in seeds]
     finally:
         env.close()
     summary = {"embodiment": emb.name, "checkpoint": args.checkpoint, "task": args.task, "execute_steps": execute,
-               "seeds": f"{args.seed}-{args.seed + args.episodes - 1}", **summarise(aim, loop)}
+               "seeds": f"{args.seed}-{args.seed + args.episodes - 1}", **summarise(aim, loop, shifted)}
     if args.json:
-        print(json.dumps({**summary, "per_episode": {"teacher_forced": aim, "closed_loop": loop}}, indent=2))
+        per = {"teacher_forced": aim, "closed_loop": loop, **({"state_reliance": shifted} if shifted else {})}
+        print(json.dumps({**summary, "per_episode": per}, indent=2))
     else:
         for lead, s in summary["teacher_forced"].items():
             print(f"teacher-forced, {lead} ticks before the expert's close: misses {s['miss_share']}, "
                   f"median |offset| {s['median_abs_offset_m']}, mean {s['mean_offset_m']}")
+        for lead, s in summary.get("state_reliance", {}).items():
+            print(f"state reliance, {lead} ticks before the close of an expert misled by {args.shift} m: the policy "
+                  f"keeps a median {s['median_kept']} of its error (0: aims from the image, 1: follows the state)")
         c = summary["closed_loop"]
         print(f"closed loop: {c['successes']}/{c['episodes']} successes, outcomes {c['outcomes']}, misses "
               f"{c['miss_share']}, median |offset| {c['median_abs_offset_m']}, mean {c['mean_offset_m']}")

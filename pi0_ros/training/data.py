@@ -113,9 +113,12 @@ class StepBatches(TorchDataset):
 
     def __init__(self, datasets: Sequence[Pi0Dataset], norm: dict[str, dict[str, NormStats]], batch_size: int,
                  rank: int, world: int, seed: int, action_dim: int, camera_names: Sequence[str], image_size: int,
-                 total_steps: int, delta_actions: bool = False, norm_mode: str = "zscore") -> None:
+                 total_steps: int, delta_actions: bool = False, norm_mode: str = "zscore",
+                 state_noise: float = 0.0) -> None:
         if batch_size % world:
             raise ValueError(f"--batch-size {batch_size} must be divisible by the number of ranks {world}")
+        if not (np.isfinite(state_noise) and state_noise >= 0.0):
+            raise ValueError(f"--state-noise must be a finite value >= 0, got {state_noise}")
         self.datasets = list(datasets)
         self.normalizers = {a: Normalizer(s, mode=norm_mode) for a, s in norm.items()}
         self.probs = mixture_weights([len(d) for d in datasets])
@@ -126,6 +129,12 @@ class StepBatches(TorchDataset):
         self.image_size = image_size
         self.total_steps = total_steps
         self.delta_actions = delta_actions
+        # Std (robot units: rad) of Gaussian noise added to the joint dims of the state the model is
+        # given. The labels keep the absolute targets (with delta actions: target minus the noisy
+        # state), so the state stops telling where the cube is: a policy that aims by continuing its
+        # own trajectory (as it learns from demonstrations whose every state heads to the cube)
+        # must aim from the image instead. Grippers and base velocities are never noised.
+        self.state_noise = float(state_noise)
 
     def __len__(self) -> int:
         return self.total_steps
@@ -153,6 +162,10 @@ class StepBatches(TorchDataset):
             norm = self.normalizers[ds.asset_id]
             st = np.zeros(D)
             st[slots] = s["state"].numpy()
+            if self.state_noise > 0.0:
+                js = slots[delta_mask(ds)]
+                rng = np.random.default_rng([self.seed, step, 13, self.rank * self.local + b])
+                st[js] += rng.normal(0.0, self.state_noise, size=js.size)
             state[b] = norm.normalize(st, "state")
             state_dims.append(norm.stats["state"].dim if norm.stats is not None else D)
             act = np.zeros((H, D))

@@ -110,6 +110,7 @@ class TrainConfig:
     num_cameras: int | None = None     # preset: default 3; --init: widen to this many slots
     log_every: int = 1
     delta_actions: bool = False        # joints as offsets from the current state (openpi's ALOHA recipe)
+    state_noise: float = 0.0           # rad: noise on the joint state the model sees (StepBatches)
     stop_after: int | None = None      # stop (as if interrupted) after this step; tests/debugging
     dataset_map: str | None = None     # mapping YAML / embodiment for LeRobot datasets without meta/pi0_ros.json
     keep_norm_stats: bool = False      # --init's norm stats for the assets it has (continued training)
@@ -280,7 +281,7 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
 
     batches = StepBatches(datasets, norm, cfg.batch_size, rank, world, cfg.seed, config.action_dim,
                           config.camera_names, config.vision.image_size, cfg.steps, cfg.delta_actions,
-                          norm_mode=config.default_norm_mode)
+                          norm_mode=config.default_norm_mode, state_noise=cfg.state_noise)
     loader = DataLoader(batches, batch_size=None, sampler=range(start_step, cfg.steps), num_workers=cfg.num_workers,
                         persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None)
     autocast = autocast_for(cfg.precision, device)
@@ -407,6 +408,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delta-actions", action="store_true",
                         help="learn joint actions as offsets from the current state (openpi's ALOHA recipe); "
                              "saved as assets/<asset_id>/delta_actions.json, the policy adds the state back")
+    parser.add_argument("--state-noise", type=float, default=0.0, metavar="RAD",
+                        help="std of Gaussian noise on the joint positions in the state the model is given (the "
+                             "labels keep the absolute targets): the state no longer tells where the target is, "
+                             "so the policy must aim from the image (see diagnose-grasp --shift)")
     parser.add_argument("--keep-norm-stats", action="store_true",
                         help="continue --init's normalisation: its assets/<asset_id>/norm_stats.json for the robots it "
                              "was trained on (new robots get their data's); for more data of the same robots")
@@ -451,6 +456,7 @@ def run(args: argparse.Namespace) -> int:
                       save_every=args.save_every, resume=args.resume, device=args.device,
                       num_workers=args.num_workers, chunk_size=args.chunk_size, action_dim=args.action_dim,
                       num_cameras=args.num_cameras, log_every=args.log_every, delta_actions=args.delta_actions,
+                      state_noise=args.state_noise,
                       dataset_map=args.dataset_map, keep_norm_stats=args.keep_norm_stats, lora=args.lora, lora_rank=args.lora_rank,
                       lora_alpha=args.lora_alpha, lora_expert_rank=args.lora_expert_rank,
                       lora_expert_alpha=args.lora_expert_alpha,

@@ -67,6 +67,39 @@ def test_an_oracle_picks_the_cube_closed_loop(ur5e):
     assert max(abs(r["close_offset"]["closing"]), abs(r["close_offset"]["across"])) < gd.MISS
 
 
+class StateCopier(ExpertOracle):
+    """Answers with the plan of the last expert made: a policy that continues the trajectory its
+    state is on, wherever that leads."""
+
+    def __init__(self, env: SimEnv, monkeypatch) -> None:
+        super().__init__(env)
+        import pi0_ros.sim.expert as expert_module
+
+        made = expert_module.make_expert
+
+        def recording(e, **kw):
+            x = made(e, **kw)
+            self.plan = np.array(x.plan)
+            return x
+
+        monkeypatch.setattr(expert_module, "make_expert", recording)
+
+
+def test_state_reliance_tells_an_aim_from_the_image_from_one_that_follows_the_state(ur5e, monkeypatch):
+    env, oracle = ur5e
+    for seed in (3, 4):  # two shift directions
+        seeing = gd.shifted_aim(env, oracle, seed, 16, 0.025)
+        e = seeing["expert_offset"]
+        assert 0.02 < np.hypot(e["closing"], e["across"]) < 0.03  # the misled expert closes 2.5 cm off
+        assert abs(seeing["kept"]) < 0.15, seeing                 # knows the cube: corrects all of it
+    copier = StateCopier(env, monkeypatch)
+    copying = gd.shifted_aim(env, copier, 3, 16, 0.025)
+    assert copying["kept"] == pytest.approx(1.0, abs=0.05), copying
+    s = gd.summarise({16: []}, [], {16: [seeing, copying, {**copying, "kept": None}]})
+    assert s["state_reliance"]["16"]["no_close_predicted"] == 1
+    assert s["state_reliance"]["16"]["median_kept"] == pytest.approx((seeing["kept"] + copying["kept"]) / 2, abs=1e-3)
+
+
 def test_summary_counts_misses_and_keeps_the_sign_of_a_bias():
     off = lambda c, a: {"approach": 0.01, "closing": c, "across": a}  # noqa: E731
     aim = {8: [{"policy_offset": off(0.0, 0.02)}, {"policy_offset": off(0.001, 0.004)}, {"policy_offset": None}]}
@@ -97,6 +130,9 @@ def test_cli_diagnoses_the_shipped_checkpoint(capsys):
     assert s["per_episode"]["closed_loop"][0]["outcome"] in OUTCOMES
 
 
-def test_cli_refuses_a_lead_below_one():
+def test_cli_refuses_a_lead_below_one_and_a_shift_out_of_range():
     with pytest.raises(SystemExit, match="--lead must be >= 1"):
         cli_main(["diagnose-grasp", "--checkpoint", str(MULTI), "--embodiment", "ur5e", "--lead", "0"])
+    for bad in ("-0.01", "0.5", "nan"):
+        with pytest.raises(SystemExit, match="--shift must be within"):
+            cli_main(["diagnose-grasp", "--checkpoint", str(MULTI), "--embodiment", "ur5e", "--shift", bad])

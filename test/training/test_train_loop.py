@@ -69,6 +69,35 @@ def test_batches_are_deterministic_and_masked(datasets):
     assert torch.equal(torch.cat([r0["state"], r1["state"]]), b0["state"])
 
 
+def test_state_noise_moves_only_the_joint_state_and_keeps_the_absolute_targets(datasets):
+    """--state-noise: the model sees a noisy joint state, and the delta labels are taken from that
+    same noisy state, so noisy state + label = the recorded target (the state no longer says where
+    the arm is heading). Grippers (absolute labels) and the image are untouched; noise is
+    deterministic per step, like the rest of the batch."""
+    from pi0_ros.model.normalize import Normalizer
+    from pi0_ros.training.data import delta_mask
+
+    ds = [Pi0Dataset(d, chunk_size=4) for d in datasets]
+    norm = combined_norm_stats(ds, 32, delta_actions=True)
+    args = (ds, norm, 4, 0, 1, 0, 32, ("base_0_rgb",), 224, 10)
+    clean, noisy = StepBatches(*args, delta_actions=True)[3], StepBatches(*args, delta_actions=True, state_noise=0.05)[3]
+    assert torch.equal(noisy["state"], StepBatches(*args, delta_actions=True, state_noise=0.05)[3]["state"])
+    assert torch.equal(clean["images"], noisy["images"]) and clean["prompts"] == noisy["prompts"]
+    n = Normalizer(norm["ur5e"])
+    joints = np.flatnonzero(delta_mask(ds[0]))
+    gripper = 6
+    s0, s1 = (n.unnormalize(b["state"].numpy().astype(np.float64), "state") for b in (clean, noisy))
+    a0, a1 = (n.unnormalize(b["actions"].numpy().astype(np.float64), "actions") for b in (clean, noisy))
+    moved = s1[:, joints] - s0[:, joints]
+    assert 0.02 < moved.std() < 0.08 and np.abs(moved).min() > 0  # every joint of every sample moved, std ~0.05 rad
+    np.testing.assert_allclose(s1[:, gripper], s0[:, gripper], atol=1e-6)
+    np.testing.assert_allclose(a1[:, :, gripper], a0[:, :, gripper], atol=1e-6)
+    # The absolute joint targets (state + delta) are the recorded ones either way.
+    np.testing.assert_allclose(a1[:, :, joints] + s1[:, None, joints], a0[:, :, joints] + s0[:, None, joints], atol=1e-4)
+    with pytest.raises(ValueError, match="state-noise"):
+        StepBatches(*args, state_noise=-0.1)
+
+
 def eval_loss(model, tokenizer, cfg: TrainConfig, n_batches: int = 4) -> float:
     """Masked loss over fixed batches with fixed noise and time (a low-variance yardstick)."""
     from pi0_ros.training.data import model_inputs

@@ -35,10 +35,10 @@ def cropped_ur5e(tmp_path_factory) -> str:
 @pytest.fixture(autouse=True)
 def _normal_scheduling(request):
     """Every test starts and ends at normal scheduling. One CI run hung with the pytest process at
-    SCHED_FIFO 99: there, OpenMP's spin-waiting threads starve the thread they wait for on 2 cores.
-    Nothing in the package raises the main thread's class (the executor's opt-in
-    realtime_priority applies to its own control thread), so a change is reported with the test
-    it happened in, and normal scheduling is restored for the tests after it."""
+    SCHED_FIFO 99, where OpenMP's spin-waiting threads starve the thread they wait for on 2 cores.
+    This guard found the cause: SVT-AV1 (bag2dataset --video) makes its caller real-time when run
+    as root; the converter now undoes that (pi0_ros/data/no_realtime.py). A change is reported
+    with the test it happened in, and normal scheduling is restored for the tests after it."""
     import warnings
 
     def normal() -> bool:

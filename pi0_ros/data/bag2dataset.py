@@ -81,6 +81,7 @@ from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
 from pi0_ros.data import bagio
+from pi0_ros.data.no_realtime import demote_new_realtime_threads, realtime_threads
 from pi0_ros.data.record import EPISODE_JSON
 from pi0_ros.data.topics import COMMANDED_TOPIC, EPISODE_TOPIC, PROMPT_TOPIC
 from pi0_ros.images import decode_compressed, decode_raw
@@ -711,17 +712,22 @@ class _VideoSink:
         self.stream.pix_fmt = VIDEO_PIX_FMT
         self.stream.width = self.stream.height = size
         self.frames = 0
+        # The encoder opens at the first frame; SVT-AV1 may make its threads real-time then.
+        self._normal_threads = realtime_threads()
 
     def add(self, rgb: np.ndarray) -> None:
         frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         for packet in self.stream.encode(frame):
             self.container.mux(packet)
+        if self.frames == 0:
+            demote_new_realtime_threads(self._normal_threads)
         self.frames += 1
 
     def close(self) -> None:
         for packet in self.stream.encode():
             self.container.mux(packet)
         self.container.close()
+        demote_new_realtime_threads(self._normal_threads)
 
 
 class DatasetWriter:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 
 import numpy as np
@@ -246,7 +247,13 @@ def test_cli(two_bags, tmp_path, capsys):
 def test_video_dataset_matches_the_png_one(two_bags, dataset_dir, tmp_path, cropped_ur5e):
     """--video: one AV1 mp4 per camera (PyAV), LeRobot's video features; frames decode back to the PNG frames."""
     pytest.importorskip("av")
+    from pi0_ros.data.no_realtime import realtime_threads
+
+    before = realtime_threads()
     convert([two_bags], cropped_ur5e, tmp_path / "v", video=True, progress=False)
+    # SVT-AV1 makes the threads it opens the encoder from, and its workers, SCHED_FIFO 99 where it
+    # may (root): the converter must leave no thread of the process real-time.
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER and realtime_threads() <= before
     info = json.loads((tmp_path / "v" / "meta" / "info.json").read_text())
     f = info["features"]["observation.images.base_0_rgb"]
     assert f["dtype"] == "video" and f["info"]["video.codec"] == "av1" and info["video_path"].endswith(".mp4")

@@ -77,14 +77,26 @@ def _close_offset(env: "SimEnv", site: str, joints: np.ndarray, frame: np.ndarra
     return [round(float(v), 4) for v in frame.T @ (cube - data.site_xpos[sid])]
 
 
-def teacher_forced(env: "SimEnv", policy: "Policy", seed: int, lead: int) -> dict[str, Any]:
-    """The policy's predicted close from the expert's state ``lead`` ticks before the expert closes."""
+def teacher_forced(env: "SimEnv", policy: "Policy", seed: int, lead: int, shift: float = 0.0) -> dict[str, Any]:
+    """The policy's predicted close from the expert's state ``lead`` ticks before the expert closes.
+
+    ``shift`` (m): the expert plans for the named cube moved that far (direction 90 deg x (seed
+    mod 4) in the world's horizontal plane), and the cube is put back before it drives."""
+    import mujoco
+
     from pi0_ros.sim.expert import make_expert
     from pi0_ros.sim.tasks import cube_name
 
     emb = env.embodiment
     env.reset(seed)
-    expert = make_expert(env)
+    adr = env.scene.objects[cube_name(env.task.target)].qpos_adr
+    true = env.data.qpos[adr:adr + 3].copy()
+    angle = np.pi / 2 * (seed % 4)
+    env.data.qpos[adr:adr + 3] = true + shift * np.array([np.cos(angle), np.sin(angle), 0.0])
+    mujoco.mj_forward(env.model, env.data)
+    expert = make_expert(env)  # plans from the state right after the reset, for the (moved) cube
+    env.data.qpos[adr:adr + 3] = true
+    mujoco.mj_forward(env.model, env.data)
     g = env.scene.gripper_dim[expert.arm]
     plan = np.array(expert.plan)
     closes = np.flatnonzero(emb.to_model(plan)[:, g] >= CLOSE_COMMANDED)
@@ -109,45 +121,13 @@ def teacher_forced(env: "SimEnv", policy: "Policy", seed: int, lead: int) -> dic
 
 
 def shifted_aim(env: "SimEnv", policy: "Policy", seed: int, lead: int, shift: float) -> dict[str, Any]:
-    """Teacher-forced from an expert that planned for the named cube moved by ``shift`` m
-    (direction 90 deg x (seed mod 4) in the world's horizontal plane); ``kept``: the share of the
+    """:func:`teacher_forced` from an expert misled by ``shift`` m; ``kept``: the share of the
     expert's horizontal pinch-frame error that the policy's predicted close keeps."""
-    import mujoco
-
-    from pi0_ros.sim.expert import make_expert
-    from pi0_ros.sim.tasks import cube_name
-
-    emb = env.embodiment
-    env.reset(seed)
-    name = cube_name(env.task.target)
-    adr = env.scene.objects[name].qpos_adr
-    true = env.data.qpos[adr:adr + 3].copy()
-    angle = np.pi / 2 * (seed % 4)
-    env.data.qpos[adr:adr + 3] = true + shift * np.array([np.cos(angle), np.sin(angle), 0.0])
-    mujoco.mj_forward(env.model, env.data)
-    expert = make_expert(env)  # plans for the moved cube
-    env.data.qpos[adr:adr + 3] = true
-    mujoco.mj_forward(env.model, env.data)
-    g = env.scene.gripper_dim[expert.arm]
-    plan = np.array(expert.plan)
-    t_close = int(np.flatnonzero(emb.to_model(plan)[:, g] >= CLOSE_COMMANDED)[0])
-    for _ in range(max(t_close - lead, 0)):
-        for out_name, vals in emb.split_outputs(expert.act()).items():
-            env.set_command(out_name, vals)
-        env.step()
-    site = env.scene.ee_sites[expert.arm]
-    cube = env.object_position(name)
-    frame = env.site_rotation(site)
-    e_off = np.array(_close_offset(env, site, plan[t_close], frame, cube))
-    chunk = policy_actions(env, policy)
-    pred = np.flatnonzero(emb.to_model(chunk)[:, g] >= CLOSE_COMMANDED)
-    out = {"seed": seed, "lead": lead, "shift_m": shift, "expert_offset": dict(zip(AXES, e_off.tolist())),
-           "policy_offset": None, "kept": None}
-    if pred.size:
-        p_off = np.array(_close_offset(env, site, chunk[pred[0]], frame, cube))
-        h = e_off[1:]  # closing, across: the horizontal pinch axes of a top-down grasp
-        out["policy_offset"] = dict(zip(AXES, p_off.tolist()))
-        out["kept"] = round(float(p_off[1:] @ h / (h @ h)), 3)
+    out = {**teacher_forced(env, policy, seed, lead, shift), "shift_m": shift, "kept": None}
+    if out["policy_offset"] is not None:
+        h = np.array([out["expert_offset"][a] for a in AXES[1:]])  # closing, across: horizontal in a top-down grasp
+        p = np.array([out["policy_offset"][a] for a in AXES[1:]])
+        out["kept"] = round(float(p @ h / (h @ h)), 3)
     return out
 
 

@@ -114,7 +114,8 @@ class StepBatches(TorchDataset):
     def __init__(self, datasets: Sequence[Pi0Dataset], norm: dict[str, dict[str, NormStats]], batch_size: int,
                  rank: int, world: int, seed: int, action_dim: int, camera_names: Sequence[str], image_size: int,
                  total_steps: int, delta_actions: bool = False, norm_mode: str = "zscore",
-                 state_noise: float = 0.0) -> None:
+                 state_noise: float = 0.0, episode_start_weight: float = 1.0,
+                 episode_start_s: float = 1.0) -> None:
         if batch_size % world:
             raise ValueError(f"--batch-size {batch_size} must be divisible by the number of ranks {world}")
         if not (np.isfinite(state_noise) and state_noise >= 0.0):
@@ -135,6 +136,22 @@ class StepBatches(TorchDataset):
         # own trajectory (as it learns from demonstrations whose every state heads to the cube)
         # must aim from the image instead. Grippers and base velocities are never noised.
         self.state_noise = float(state_noise)
+        # Frames in the first ``episode_start_s`` seconds of each episode are drawn
+        # ``episode_start_weight`` times as often as the rest (within each dataset; the datasets'
+        # mixture is unchanged). Near the start the state says nothing about where the cube is, so
+        # these are the frames whose chunk the image alone decides, and the closed loop commits to
+        # its aim there (diagnose-grasp --shift); later frames mostly continue the arm's trajectory.
+        if not (np.isfinite(episode_start_weight) and episode_start_weight > 0.0):
+            raise ValueError(f"--episode-start-weight must be a finite value > 0, got {episode_start_weight}")
+        if not (np.isfinite(episode_start_s) and episode_start_s >= 0.0):
+            raise ValueError(f"--episode-start-s must be a finite value >= 0, got {episode_start_s}")
+        self.episode_start_weight, self.episode_start_s = float(episode_start_weight), float(episode_start_s)
+        self._frame_cdf: list[np.ndarray] | None = None
+        if self.episode_start_weight != 1.0:
+            self._frame_cdf = []
+            for d in self.datasets:
+                w = np.where(d.frame_index / d.fps < self.episode_start_s, self.episode_start_weight, 1.0)
+                self._frame_cdf.append(np.cumsum(w) / w.sum())
 
     def __len__(self) -> int:
         return self.total_steps
@@ -143,7 +160,13 @@ class StepBatches(TorchDataset):
         """[(dataset, frame)] of the GLOBAL batch of ``step``."""
         rng = np.random.default_rng([self.seed, step, 11])
         which = rng.choice(len(self.datasets), size=self.batch_size, p=self.probs)
-        return [(int(d), int(rng.integers(len(self.datasets[d])))) for d in which]
+        if self._frame_cdf is None:
+            return [(int(d), int(rng.integers(len(self.datasets[d])))) for d in which]
+        out = []
+        for d in which:
+            cdf = self._frame_cdf[d]
+            out.append((int(d), min(int(np.searchsorted(cdf, rng.random(), side="right")), len(cdf) - 1)))
+        return out
 
     def __getitem__(self, step: int) -> dict[str, Any]:
         mine = self.indices(step)[self.rank * self.local:(self.rank + 1) * self.local]

@@ -111,6 +111,8 @@ class TrainConfig:
     log_every: int = 1
     delta_actions: bool = False        # joints as offsets from the current state (openpi's ALOHA recipe)
     state_noise: float = 0.0           # rad: noise on the joint state the model sees (StepBatches)
+    episode_start_weight: float = 1.0  # how much more often frames near an episode's start are drawn
+    episode_start_s: float = 1.0       # s: what "near the start" means (StepBatches)
     stop_after: int | None = None      # stop (as if interrupted) after this step; tests/debugging
     dataset_map: str | None = None     # mapping YAML / embodiment for LeRobot datasets without meta/pi0_ros.json
     keep_norm_stats: bool = False      # --init's norm stats for the assets it has (continued training)
@@ -281,7 +283,8 @@ def _train(cfg: TrainConfig, out: Path, device: torch.device, rank: int, world: 
 
     batches = StepBatches(datasets, norm, cfg.batch_size, rank, world, cfg.seed, config.action_dim,
                           config.camera_names, config.vision.image_size, cfg.steps, cfg.delta_actions,
-                          norm_mode=config.default_norm_mode, state_noise=cfg.state_noise)
+                          norm_mode=config.default_norm_mode, state_noise=cfg.state_noise,
+                          episode_start_weight=cfg.episode_start_weight, episode_start_s=cfg.episode_start_s)
     loader = DataLoader(batches, batch_size=None, sampler=range(start_step, cfg.steps), num_workers=cfg.num_workers,
                         persistent_workers=False, prefetch_factor=2 if cfg.num_workers else None)
     autocast = autocast_for(cfg.precision, device)
@@ -412,6 +415,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="std of Gaussian noise on the joint positions in the state the model is given (the "
                              "labels keep the absolute targets): the state no longer tells where the target is, "
                              "so the policy must aim from the image (see diagnose-grasp --shift)")
+    parser.add_argument("--episode-start-weight", type=float, default=1.0, metavar="W",
+                        help="draw the frames of each episode's first --episode-start-s seconds W times as often "
+                             "as the others (where the image alone decides the chunk: the grasp's early aim)")
+    parser.add_argument("--episode-start-s", type=float, default=1.0, metavar="S",
+                        help="seconds from an episode's first frame that --episode-start-weight applies to")
     parser.add_argument("--keep-norm-stats", action="store_true",
                         help="continue --init's normalisation: its assets/<asset_id>/norm_stats.json for the robots it "
                              "was trained on (new robots get their data's); for more data of the same robots")
@@ -456,7 +464,8 @@ def run(args: argparse.Namespace) -> int:
                       save_every=args.save_every, resume=args.resume, device=args.device,
                       num_workers=args.num_workers, chunk_size=args.chunk_size, action_dim=args.action_dim,
                       num_cameras=args.num_cameras, log_every=args.log_every, delta_actions=args.delta_actions,
-                      state_noise=args.state_noise,
+                      state_noise=args.state_noise, episode_start_weight=args.episode_start_weight,
+                      episode_start_s=args.episode_start_s,
                       dataset_map=args.dataset_map, keep_norm_stats=args.keep_norm_stats, lora=args.lora, lora_rank=args.lora_rank,
                       lora_alpha=args.lora_alpha, lora_expert_rank=args.lora_expert_rank,
                       lora_expert_alpha=args.lora_expert_alpha,

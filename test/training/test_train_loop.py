@@ -98,6 +98,33 @@ def test_state_noise_moves_only_the_joint_state_and_keeps_the_absolute_targets(d
         StepBatches(*args, state_noise=-0.1)
 
 
+def test_episode_start_weight_draws_the_first_seconds_more_often(datasets):
+    """--episode-start-weight W: frames in each episode's first --episode-start-s seconds are drawn W
+    times as often as the rest, within each dataset (the mixture across datasets is unchanged);
+    W = 1 draws exactly what it drew before; a weight <= 0 or a negative span is refused."""
+    ds = [Pi0Dataset(d, chunk_size=4) for d in datasets]
+    norm = combined_norm_stats(ds, 32)
+    args = (ds, norm, 64, 0, 1, 0, 32, ("base_0_rgb",), 224, 400)
+    plain, weighted = StepBatches(*args), StepBatches(*args, episode_start_weight=5.0, episode_start_s=0.5)
+    assert plain.indices(7) == StepBatches(*args, episode_start_weight=1.0, episode_start_s=0.5).indices(7)
+
+    def early_share(b: StepBatches) -> float:
+        picks = [(d, f) for s in range(400) for d, f in b.indices(s) if d == 0]
+        return float(np.mean([ds[0].frame_index[f] / ds[0].fps < 0.5 for _, f in picks]))
+
+    base = float(np.mean(ds[0].frame_index / ds[0].fps < 0.5))   # the share of early frames in the data
+    expect = 5 * base / (5 * base + (1 - base))
+    assert 0.05 < base < 0.4
+    assert early_share(plain) == pytest.approx(base, abs=0.03)
+    assert early_share(weighted) == pytest.approx(expect, abs=0.03)
+    # the datasets' mixture does not change
+    count = lambda b: sum(d == 0 for s in range(400) for d, _ in b.indices(s))
+    assert count(weighted) == count(plain)
+    for bad in ({"episode_start_weight": 0.0}, {"episode_start_weight": float("nan")}, {"episode_start_s": -1.0}):
+        with pytest.raises(ValueError, match="episode-start"):
+            StepBatches(*args, **bad)
+
+
 def eval_loss(model, tokenizer, cfg: TrainConfig, n_batches: int = 4) -> float:
     """Masked loss over fixed batches with fixed noise and time (a low-variance yardstick)."""
     from pi0_ros.training.data import model_inputs

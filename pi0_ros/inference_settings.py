@@ -76,18 +76,30 @@ class CheckpointSettings:
     def __bool__(self) -> bool:
         return self.path is not None
 
-    def validation(self) -> str:
-        """One line on where the settings were validated, '' when the file does not say."""
+    def validation(self, embodiment: str | None = None) -> str:
+        """One line on where the settings were validated, '' when the file does not say.
+
+        A multi-robot file keeps one result per robot under ``embodiments``; with ``embodiment``
+        the line gives that robot's (real time, and lockstep when measured)."""
         v = self.validated or {}
         if not v:
             return ""
         parts = []
-        if isinstance(v.get("success_rate"), (int, float)):
-            rate = f"{v['success_rate'] * 100:.0f} %"
-            if "successes" in v and "episodes" in v:
-                rate += f" ({v['successes']}/{v['episodes']})"
+        per_robot = v.get("embodiments")
+        result = dict(v)
+        if embodiment and isinstance(per_robot, dict) and isinstance(per_robot.get(embodiment), dict):
+            result = {"episodes": v.get("episodes"), "task": v.get("task"), **per_robot[embodiment],
+                      "embodiment": embodiment}
+        if isinstance(result.get("success_rate"), (int, float)):
+            rate = f"{result['success_rate'] * 100:.0f} %"
+            if result.get("successes") is not None and result.get("episodes") is not None:
+                rate += f" ({result['successes']}/{result['episodes']})"
             parts.append(f"success {rate}")
-        where = " ".join(str(v[k]) for k in ("embodiment", "task") if v.get(k))
+        if isinstance(result.get("lockstep_success_rate"), (int, float)):
+            parts.append(f"{result['lockstep_success_rate'] * 100:.0f} % in lockstep")
+        if embodiment and isinstance(per_robot, dict) and embodiment not in per_robot:
+            parts.append(f"not on {embodiment} (on {', '.join(sorted(per_robot))})")
+        where = " ".join(str(result[k]) for k in ("embodiment", "task") if result.get(k))
         if where:
             parts.append(f"on {where}")
         if v.get("seeds") is not None:

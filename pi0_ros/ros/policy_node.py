@@ -172,8 +172,9 @@ class PolicyNode(Node):
             note = "; noise_scale, num_steps: " + ("the server's" if remote else "the given policy's")
         log = self.get_logger()
         log.info(f"inference settings: {isettings.describe(shown)}{note}")
-        if ckpt and ckpt.validation():
-            log.info(f"{ckpt.path}: validated with {ckpt.validation()}")
+        validation = ckpt.validation(p["embodiment"]) if ckpt else ""
+        if validation:
+            log.info(f"{ckpt.path}: validated: {validation}")
         mismatch = isettings.embodiment_mismatch(ckpt, p["embodiment"])
         if mismatch:
             log.warning(mismatch)

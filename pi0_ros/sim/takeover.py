@@ -76,7 +76,7 @@ def run_takeover(env: "SimEnv", policy: "Policy", seed: int, tick: int, execute_
     """Policy for ``tick`` ticks (lockstep, noise 0, one chunk per ``execute_steps``), then the
     expert re-plans from the measured joints and runs its whole plan (or ``record_s``) while the
     frames are recorded."""
-    from pi0_ros.data.bag2dataset import IMAGE_SIZE
+    from pi0_ros.data.lerobot_writer import IMAGE_SIZE
     from pi0_ros.images import model_image
     from pi0_ros.sim.expert import make_expert
     from pi0_ros.sim.grasp_diagnosis import policy_actions
@@ -141,7 +141,8 @@ def collect(env: "SimEnv", policy: "Policy", out: Path, seeds: range, execute_st
 
     from tqdm import tqdm
 
-    from pi0_ros.data.bag2dataset import DatasetWriter, EpisodePlan
+    from pi0_ros.data.episodes import EpisodePlan
+    from pi0_ros.data.lerobot_writer import DatasetWriter
 
     emb = env.embodiment
     rng = np.random.default_rng(rng_seed)

@@ -166,3 +166,19 @@ def test_inference_threads_leave_cores_to_others_unless_told():
     assert inference_threads(-1, 8) is None    # torch's default, untouched
     with pytest.raises(ValueError, match="torch_threads"):
         inference_threads(-2, 8)
+
+
+def test_validation_of_a_multi_robot_file_names_the_robots_own_result(tmp_path):
+    # tools/eval_multirobot.sh writes one result per robot under `embodiments`; the policy node
+    # logs the line for the robot it runs, not a line without any rate ("validated with on ...").
+    _write(tmp_path, {"realtime_chunking": True, "validated": {
+        "task": "pick_cube", "episodes": 50, "seeds": "1000-1049",
+        "embodiments": {"ur5e": {"success_rate": 0.78, "successes": 39, "swapped_success_rate": 0.8,
+                                 "lockstep_success_rate": 0.8},
+                        "franka": {"success_rate": 0.86, "successes": 43}}}})
+    s = isettings.load(tmp_path)
+    assert s.validation("ur5e") == "success 78 % (39/50), 80 % in lockstep, on ur5e pick_cube, seeds 1000-1049"
+    assert s.validation("franka") == "success 86 % (43/50), on franka pick_cube, seeds 1000-1049"
+    assert s.validation("trossen_bimanual") == \
+        "not on trossen_bimanual (on franka, ur5e), on pick_cube, seeds 1000-1049"
+    assert s.validation() == "on pick_cube, seeds 1000-1049"

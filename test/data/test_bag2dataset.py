@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from pi0_ros.cli import main as cli_main
-from pi0_ros.data.bag2dataset import ConversionError, convert
+from pi0_ros.data.bag2dataset import convert
+from pi0_ros.data.bag_read import ConversionError
 from pi0_ros.data.dataset import Pi0Dataset
 from pi0_ros.data.synthetic import LATENCY_NS, LEAD, T0_NS, robot_state, synthetic_image, write_synthetic_bag
 from pi0_ros.images import crop_region

@@ -8,7 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from pi0_ros.data import bagio
-from pi0_ros.data.bag2dataset import ConversionError, convert
+from pi0_ros.data.bag2dataset import convert
+from pi0_ros.data.bag_read import ConversionError
 from pi0_ros.data.dataset import Pi0Dataset
 from pi0_ros.data.synthetic import write_synthetic_bag
 
@@ -81,11 +82,11 @@ def test_bad_bag_after_a_good_one_writes_nothing(tmp_path):
 
 def test_failure_while_writing_removes_the_partial_output(tmp_path, monkeypatch):
     bag = write_synthetic_bag(tmp_path / "b", EMB)
-    from pi0_ros.data import bag2dataset
+    from pi0_ros.data import lerobot_writer
 
     def boom(*a, **k):
         raise ConversionError("disk full")
-    monkeypatch.setattr(bag2dataset.DatasetWriter, "finish", boom)
+    monkeypatch.setattr(lerobot_writer.DatasetWriter, "finish", boom)
     with pytest.raises(ConversionError, match="disk full"):
         convert([bag], EMB, tmp_path / "ds", progress=False)
     assert _leftovers(tmp_path, "ds") == []

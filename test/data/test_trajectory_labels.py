@@ -6,7 +6,7 @@ from types import SimpleNamespace as NS
 
 import numpy as np
 
-from pi0_ros.data.bag2dataset import Series, _add_command
+from pi0_ros.data.bag_read import Series, _add_command
 from pi0_ros.robots.embodiment import load_embodiment
 
 EMB = load_embodiment("ur5e")

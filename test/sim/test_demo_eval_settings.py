@@ -24,8 +24,8 @@ def _demo_args(*argv: str) -> argparse.Namespace:
 
 
 def test_each_demo_robot_ships_a_checkpoint():
-    assert demo.default_checkpoint("trossen_bimanual") == str(SHIPPED)
-    assert demo.default_checkpoint("ur5e") == demo.default_checkpoint("franka") == str(MULTI)
+    # One checkpoint runs the demo on every robot (the done-when).
+    assert {demo.default_checkpoint(r) for r in demo.DEMO_EMBODIMENTS} == {str(MULTI)}
     # The multi-robot checkpoint holds each robot's norm stats and the settings it was validated with.
     assert {p.name for p in (MULTI / "assets").iterdir()} >= {"trossen", "ur5e", "franka"}
     validated = json.loads((MULTI / "inference.json").read_text())["validated"]["embodiments"]

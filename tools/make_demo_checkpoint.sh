@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce checkpoints/pi0_sim_aloha_pick_cube, the checkpoint `make demo` ships:
+# Reproduce checkpoints/pi0_sim_aloha_pick_cube, the ALOHA-only checkpoint (`make demo` ran it until 2026-12-04):
 #   record scripted demonstrations through the ROS pipeline into rosbags (clean, and with the
 #   simulated arms pushed off course, DART-style) -> convert to datasets -> give the from-scratch
 #   `sim` preset's VLM its visual grounding (pretrain-vlm) -> train the action expert on the clean

@@ -25,11 +25,10 @@ import numpy as np
 from pi0_ros import inference_settings as isettings
 from pi0_ros.paths import share_dir
 
-# embodiment -> the trained checkpoint that ships for it (share dir). ALOHA keeps its own (96 % against the
-# multi-robot one's 88 %, tools/make_demo_checkpoint.sh); the UR5e and Franka run the one model trained on all
-# three robots (tools/make_multirobot_checkpoint.sh; 74 % / 62 %, its inference.json).
-# One model for all three: on ALOHA the multi-robot checkpoint measured 49/50 against the ALOHA-only
-# one's 47/50 (same seeds, same quiet machine, real time), so the demo runs the one checkpoint.
+# embodiment -> the trained checkpoint that ships for it (share dir): the one model trained on all three
+# robots (tools/make_multirobot_checkpoint.sh, then tools/make_aggregate_checkpoint.sh; its inference.json).
+# On ALOHA it measured 49/50 against the ALOHA-only checkpoint's 47/50 (seeds 1000-1049, same quiet
+# machine, real time), so the demo runs one checkpoint everywhere; a robot may still name its own here.
 DEFAULT_CHECKPOINTS = {"trossen_bimanual": "checkpoints/pi0_sim_multi_pick_cube",
                        "ur5e": "checkpoints/pi0_sim_multi_pick_cube",
                        "franka": "checkpoints/pi0_sim_multi_pick_cube"}

@@ -21,7 +21,7 @@
 # Usage: tools/make_aggregate_checkpoint.sh [work_dir]      (default outputs/aggregate)
 #   env: BASE (default checkpoints/pi0_sim_multi_pick_cube), DATASETS, STEPS (6000), LR (5e-5),
 #        START_STEPS (0; 2000 was tried, README), START_WEIGHT (3), START_S (1.0), BATCH (32), EVAL (1), OUT (WORK/checkpoint),
-#        ROBOTS, EVAL_EPISODES, EVAL_DOMAIN, PI0_ROS, PYTHON
+#        ROBOTS, EVAL_EPISODES, EVAL_DOMAIN, PI0_ROS, PYTHON, NOTE (the line kept in inference.json)
 # Training resumes; a finished stage is skipped.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -53,5 +53,5 @@ cp -r "$current" "$OUT"
 rm -rf "$OUT/train_state"
 [ "${EVAL:-1}" = 0 ] && exit 0
 ROBOTS="${robots[*]}" PI0_ROS="${pi0[*]}" \
-  NOTE="the multi-robot checkpoint fine-tuned on the whole aggregate with the vision tower training (tools/make_aggregate_checkpoint.sh)" \
+  NOTE="${NOTE:-the multi-robot checkpoint fine-tuned on the whole aggregate with the vision tower training (tools/make_aggregate_checkpoint.sh)}" \
   "$here/tools/eval_multirobot.sh" "$OUT" "$work"

@@ -33,6 +33,7 @@ mkdir -p "$work"
 [ -f "$work/base/model.safetensors" ] || cp -r "$BASE" "$work/base"
 jobs_=() datasets=()
 run() {  # name seed episodes clean_share robot
+  [ -n "$2" ] || { echo "make_continued_checkpoint.sh: no seed for $5 (robots: ur5e franka trossen_bimanual)" >&2; exit 2; }
   datasets+=("$work/$1")
   [ -f "$work/$1/meta/info.json" ] && return 0
   OMP_NUM_THREADS=1 "${pi0[@]}" collect-takeover --checkpoint "$work/base" --embodiment "$5" --episodes "$3" \
@@ -41,10 +42,11 @@ run() {  # name seed episodes clean_share robot
   if ((${#jobs_[@]} >= PARALLEL)); then wait "${jobs_[0]}"; jobs_=("${jobs_[@]:1}"); fi
 }
 for kv in ${PLAIN:-ur5e=300 franka=300 trossen_bimanual=100}; do
-  r=${kv%%=*}; run "plain_$r" "${plain_seed[$r]}" "${kv#*=}" 1 "$r"
+  r=${kv%%=*}; run "plain_$r" "${plain_seed[$r]:-}" "${kv#*=}" 1 "$r"
 done
 for kv in ${TAKEOVER:-ur5e=300 franka=300}; do
-  r=${kv%%=*}; run "takeover_$r" "${takeover_seed[$r]}" "${kv#*=}" 0 "$r"
+  r=${kv%%=*}; run "takeover_$r" "${takeover_seed[$r]:-}" "${kv#*=}" 0 "$r"
 done
 for p in "${jobs_[@]}"; do wait "$p"; done
-BASE=$work/base DATASETS="${datasets[*]}" "$here/tools/make_aggregate_checkpoint.sh" "$work"
+NOTE="the shipped multi-robot checkpoint trained longer with the vision tower on new layouts (tools/make_continued_checkpoint.sh)" \
+  BASE=$work/base DATASETS="${datasets[*]}" "$here/tools/make_aggregate_checkpoint.sh" "$work"
